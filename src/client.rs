@@ -1,0 +1,480 @@
+//! A blocking client for the Lambda Extensions API, shaped like the Go package
+//! `newrelic-lambda-extension/lambda/extension/client`.
+//!
+//! Registration and invocation are two types, so the protocol is checked by the compiler: only
+//! [`RegistrationClient::register`] yields an [`InvocationClient`], and only that can ask for events.
+//!
+//! ```no_run
+//! use lambda_shell_extension::api::Event;
+//! use lambda_shell_extension::client::RegistrationClient;
+//!
+//! let agent = ureq::Agent::new_with_defaults();
+//! let (client, registration) = RegistrationClient::new(agent).register_default()?;
+//! println!("extension for {}", registration.function_name);
+//! loop {
+//!     match client.next_event()?.event {
+//!         Event::Invoke(invoke) => println!("invoke {}", invoke.request_id),
+//!         Event::Shutdown(shutdown) => {
+//!             println!("shutdown: {}", shutdown.shutdown_reason);
+//!             break;
+//!         }
+//!     }
+//! }
+//! # Ok::<(), lambda_shell_extension::client::ClientError>(())
+//! ```
+//!
+//! Where it deliberately differs from the Go seed:
+//! - It never panics. A 403 or a 5xx is a [`ClientError::Status`] whose
+//!   [`is_fatal`](ClientError::is_fatal) says the extension should exit (the API documents both as
+//!   non-recoverable).
+//! - Error bodies sent to init/error and exit/error are the documented JSON
+//!   `{"errorMessage", "errorType"}`, and the API's own error bodies are parsed the same way.
+//! - `register` sends `Content-Type: application/json` and `Lambda-Extension-Accept-Feature:
+//!   accountId`, so [`RegistrationResponse::account_id`] is filled where Lambda supports it.
+//! - Subscriptions accept 200 and 202 (the AWS emulator answers 202); init/error and exit/error
+//!   accept any 2xx (the API answers 202, which the Go sample treats as a failure).
+//! - `next_event` has no client timeout: a long poll that is frozen between invokes is normal.
+//! - The API address may carry a path: `127.0.0.1:9000/.rt` is valid.
+
+use std::fmt;
+
+use crate::api::{
+    ErrorRequest, LogSubscription, NextEventResponse, RegistrationRequest, RegistrationResponse,
+    ACCEPT_FEATURE_HEADER, EXTENSIONS_API_VERSION, EXTENSION_IDENTIFIER_HEADER,
+    EXTENSION_NAME_HEADER, FUNCTION_ERROR_TYPE_HEADER, LOGS_API_VERSION, TELEMETRY_API_VERSION,
+};
+
+/// The environment variable Lambda sets to the API's `host:port`.
+pub const RUNTIME_API_ENV: &str = "AWS_LAMBDA_RUNTIME_API";
+
+/// The calls this client makes, named in errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Register,
+    NextEvent,
+    InitError,
+    ExitError,
+    LogsSubscribe,
+    TelemetrySubscribe,
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Endpoint::Register => "register",
+            Endpoint::NextEvent => "event/next",
+            Endpoint::InitError => "init/error",
+            Endpoint::ExitError => "exit/error",
+            Endpoint::LogsSubscribe => "logs subscription",
+            Endpoint::TelemetrySubscribe => "telemetry subscription",
+        })
+    }
+}
+
+/// Everything that can go wrong talking to the API.
+#[derive(Debug)]
+pub enum ClientError {
+    /// `AWS_LAMBDA_RUNTIME_API` is not set and no address was given.
+    MissingRuntimeApi,
+    /// No extension name was given and none could be taken from `argv[0]`.
+    MissingExtensionName,
+    /// No HTTP response at all: connection refused, reset or dropped.
+    Transport {
+        endpoint: Endpoint,
+        url: String,
+        source: ureq::Error,
+    },
+    /// The API answered with a status the call does not accept.
+    Status {
+        endpoint: Endpoint,
+        status: u16,
+        /// The API's `{"errorType", "errorMessage"}`, or the raw body (as `error_message`) when it
+        /// is not that JSON.
+        error: ErrorRequest,
+    },
+    /// Registration succeeded but the response had no `Lambda-Extension-Identifier` header.
+    MissingIdentifier,
+    /// A 200 response whose body is not what the API documents.
+    InvalidBody {
+        endpoint: Endpoint,
+        source: serde_json::Error,
+        /// The start of the body, for the message.
+        body_start: String,
+    },
+}
+
+impl ClientError {
+    /// The HTTP status, when the API answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// True when the request never got a response (a retry may help).
+    pub fn is_transport(&self) -> bool {
+        matches!(self, ClientError::Transport { .. })
+    }
+
+    /// True for the answers the API documents as non-recoverable (403, 5xx): exit promptly.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self.status(), Some(status) if status == 403 || status >= 500)
+    }
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::MissingRuntimeApi => write!(
+                f,
+                "{RUNTIME_API_ENV} is not set: the extension must be started by Lambda \
+                 (or by an emulator that sets it to host:port)"
+            ),
+            ClientError::MissingExtensionName => f.write_str(
+                "cannot tell the extension name: argv[0] has no file name; \
+                 Lambda registers an extension under the file name in /opt/extensions",
+            ),
+            ClientError::Transport {
+                endpoint,
+                url,
+                source,
+            } => write!(f, "{endpoint}: no response from the Lambda API at {url}: {source}"),
+            ClientError::Status {
+                endpoint,
+                status,
+                error,
+            } => {
+                write!(f, "{endpoint}: the Lambda API answered {status}")?;
+                if !error.error_type.is_empty() {
+                    write!(f, " {}", error.error_type)?;
+                }
+                if !error.error_message.is_empty() {
+                    write!(f, ": {}", error.error_message)?;
+                }
+                if *status == 403 || *status >= 500 {
+                    f.write_str(" (non-recoverable: the extension must exit)")?;
+                }
+                Ok(())
+            }
+            ClientError::MissingIdentifier => write!(
+                f,
+                "register: the Lambda API answered 200 without a {EXTENSION_IDENTIFIER_HEADER} header"
+            ),
+            ClientError::InvalidBody {
+                endpoint,
+                source,
+                body_start,
+            } => write!(
+                f,
+                "{endpoint}: the Lambda API sent a body that is not a valid event ({source}): {body_start:?}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ClientError::Transport { source, .. } => Some(source),
+            ClientError::InvalidBody { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Starts the protocol: knows where the API is and what the extension is called.
+#[derive(Clone)]
+pub struct RegistrationClient {
+    agent: ureq::Agent,
+    runtime_api: Option<String>,
+    extension_name: Option<String>,
+}
+
+impl RegistrationClient {
+    /// A client for the API named by `AWS_LAMBDA_RUNTIME_API`, registering under the file name
+    /// Lambda started (the basename of `argv[0]`; not `current_exe()`, which would resolve a
+    /// symlink or renamed copy to the original's name).
+    pub fn new(agent: ureq::Agent) -> Self {
+        RegistrationClient {
+            agent,
+            runtime_api: std::env::var(RUNTIME_API_ENV)
+                .ok()
+                .filter(|value| !value.is_empty()),
+            extension_name: default_extension_name(),
+        }
+    }
+
+    /// Use this API address (`host:port`, optionally followed by a path) instead of the environment's.
+    pub fn with_runtime_api(mut self, runtime_api: impl Into<String>) -> Self {
+        self.runtime_api = Some(runtime_api.into());
+        self
+    }
+
+    /// Register under this name instead of argv[0]'s file name.
+    pub fn with_extension_name(mut self, name: impl Into<String>) -> Self {
+        self.extension_name = Some(name.into());
+        self
+    }
+
+    /// The name this client registers under, if known.
+    pub fn extension_name(&self) -> Option<&str> {
+        self.extension_name.as_deref()
+    }
+
+    /// Registers for INVOKE and SHUTDOWN.
+    pub fn register_default(self) -> Result<(InvocationClient, RegistrationResponse), ClientError> {
+        self.register(&RegistrationRequest::default())
+    }
+
+    /// Registers for the given events. Call it once, first thing during Init.
+    pub fn register(
+        self,
+        request: &RegistrationRequest,
+    ) -> Result<(InvocationClient, RegistrationResponse), ClientError> {
+        let runtime_api = self.runtime_api.ok_or(ClientError::MissingRuntimeApi)?;
+        let name = self
+            .extension_name
+            .ok_or(ClientError::MissingExtensionName)?;
+        let base = format!("http://{}", runtime_api.trim_end_matches('/'));
+        let url = format!("{base}/{EXTENSIONS_API_VERSION}/extension/register");
+        let body = to_json(request);
+        let mut response = request_builder_config(
+            self.agent
+                .post(&url)
+                .header(EXTENSION_NAME_HEADER, &name)
+                .header(ACCEPT_FEATURE_HEADER, "accountId")
+                .header("Content-Type", "application/json"),
+        )
+        .send(&body[..])
+        .map_err(|source| transport(Endpoint::Register, &url, source))?;
+        let body = read_body(&mut response, Endpoint::Register, &url)?;
+        expect_status(Endpoint::Register, response.status().as_u16(), &body, |s| {
+            s == 200
+        })?;
+        let id = response
+            .headers()
+            .get(EXTENSION_IDENTIFIER_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .filter(|value| !value.is_empty())
+            .ok_or(ClientError::MissingIdentifier)?
+            .to_string();
+        let registration =
+            serde_json::from_slice(&body).map_err(|source| ClientError::InvalidBody {
+                endpoint: Endpoint::Register,
+                source,
+                body_start: body_start(&body),
+            })?;
+        let client = InvocationClient {
+            next_url: format!("{base}/{EXTENSIONS_API_VERSION}/extension/event/next"),
+            init_error_url: format!("{base}/{EXTENSIONS_API_VERSION}/extension/init/error"),
+            exit_error_url: format!("{base}/{EXTENSIONS_API_VERSION}/extension/exit/error"),
+            logs_url: format!("{base}/{LOGS_API_VERSION}/logs"),
+            telemetry_url: format!("{base}/{TELEMETRY_API_VERSION}/telemetry"),
+            agent: self.agent,
+            extension_id: id,
+            extension_name: name,
+        };
+        Ok((client, registration))
+    }
+}
+
+/// A registered extension: asks for events, reports errors, subscribes to logs.
+pub struct InvocationClient {
+    agent: ureq::Agent,
+    extension_id: String,
+    extension_name: String,
+    next_url: String,
+    init_error_url: String,
+    exit_error_url: String,
+    logs_url: String,
+    telemetry_url: String,
+}
+
+impl InvocationClient {
+    /// The identifier Lambda assigned at registration.
+    pub fn extension_id(&self) -> &str {
+        &self.extension_id
+    }
+
+    /// The name the extension registered under.
+    pub fn extension_name(&self) -> &str {
+        &self.extension_name
+    }
+
+    /// Waits for the next event; calling it also tells Lambda the previous one is done.
+    /// It has no timeout: Lambda may freeze the process while it waits.
+    pub fn next_event(&self) -> Result<NextEventResponse, ClientError> {
+        let endpoint = Endpoint::NextEvent;
+        let mut response = request_builder_config(
+            self.agent
+                .get(&self.next_url)
+                .header(EXTENSION_IDENTIFIER_HEADER, &self.extension_id),
+        )
+        .call()
+        .map_err(|source| transport(endpoint, &self.next_url, source))?;
+        let body = read_body(&mut response, endpoint, &self.next_url)?;
+        expect_status(endpoint, response.status().as_u16(), &body, |s| s == 200)?;
+        match serde_json::from_slice(&body) {
+            Ok(event) => Ok(NextEventResponse { event, body }),
+            Err(source) => Err(ClientError::InvalidBody {
+                endpoint,
+                source,
+                body_start: body_start(&body),
+            }),
+        }
+    }
+
+    /// Reports a failure during Init (after registering, before the first `next_event`).
+    /// The extension should exit afterwards.
+    pub fn init_error(&self, error_type: &str, message: &str) -> Result<(), ClientError> {
+        self.report_error(
+            Endpoint::InitError,
+            &self.init_error_url,
+            error_type,
+            message,
+        )
+    }
+
+    /// Reports a failure after Init. The extension should exit afterwards.
+    pub fn exit_error(&self, error_type: &str, message: &str) -> Result<(), ClientError> {
+        self.report_error(
+            Endpoint::ExitError,
+            &self.exit_error_url,
+            error_type,
+            message,
+        )
+    }
+
+    /// Subscribes to the Logs API (superseded by the Telemetry API, still supported). Init only.
+    pub fn log_register(&self, subscription: &LogSubscription) -> Result<(), ClientError> {
+        self.subscribe(Endpoint::LogsSubscribe, &self.logs_url, subscription)
+    }
+
+    /// Subscribes to the Telemetry API; `subscription.schema_version` must be set (for example
+    /// `2025-01-29`). Init only.
+    pub fn telemetry_register(&self, subscription: &LogSubscription) -> Result<(), ClientError> {
+        self.subscribe(
+            Endpoint::TelemetrySubscribe,
+            &self.telemetry_url,
+            subscription,
+        )
+    }
+
+    fn subscribe(
+        &self,
+        endpoint: Endpoint,
+        url: &str,
+        subscription: &LogSubscription,
+    ) -> Result<(), ClientError> {
+        let body = to_json(subscription);
+        let mut response = request_builder_config(
+            self.agent
+                .put(url)
+                .header(EXTENSION_IDENTIFIER_HEADER, &self.extension_id)
+                .header("Content-Type", "application/json"),
+        )
+        .send(&body[..])
+        .map_err(|source| transport(endpoint, url, source))?;
+        let body = read_body(&mut response, endpoint, url)?;
+        expect_status(endpoint, response.status().as_u16(), &body, |s| {
+            s == 200 || s == 202
+        })
+    }
+
+    fn report_error(
+        &self,
+        endpoint: Endpoint,
+        url: &str,
+        error_type: &str,
+        message: &str,
+    ) -> Result<(), ClientError> {
+        let body = to_json(&ErrorRequest {
+            error_message: message.to_string(),
+            error_type: error_type.to_string(),
+        });
+        let mut response = request_builder_config(
+            self.agent
+                .post(url)
+                .header(EXTENSION_IDENTIFIER_HEADER, &self.extension_id)
+                .header(FUNCTION_ERROR_TYPE_HEADER, error_type)
+                .header("Content-Type", "application/json"),
+        )
+        .send(&body[..])
+        .map_err(|source| transport(endpoint, url, source))?;
+        let body = read_body(&mut response, endpoint, url)?;
+        expect_status(endpoint, response.status().as_u16(), &body, |s| {
+            (200..300).contains(&s)
+        })
+    }
+}
+
+/// The basename of argv[0]: the file name Lambda started.
+fn default_extension_name() -> Option<String> {
+    let argv0 = std::env::args_os().next()?;
+    let name = std::path::Path::new(&argv0).file_name()?;
+    Some(name.to_string_lossy().into_owned())
+}
+
+/// Every call reads the status itself (so error bodies are kept) and never times out.
+fn request_builder_config<B>(builder: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+    builder.config().http_status_as_error(false).build()
+}
+
+fn transport(endpoint: Endpoint, url: &str, source: ureq::Error) -> ClientError {
+    ClientError::Transport {
+        endpoint,
+        url: url.to_string(),
+        source,
+    }
+}
+
+fn read_body(
+    response: &mut ureq::http::Response<ureq::Body>,
+    endpoint: Endpoint,
+    url: &str,
+) -> Result<Vec<u8>, ClientError> {
+    // No size limit: an event is passed on whole or not at all.
+    response
+        .body_mut()
+        .with_config()
+        .limit(u64::MAX)
+        .read_to_vec()
+        .map_err(|source| transport(endpoint, url, source))
+}
+
+fn expect_status(
+    endpoint: Endpoint,
+    status: u16,
+    body: &[u8],
+    accepted: impl Fn(u16) -> bool,
+) -> Result<(), ClientError> {
+    if accepted(status) {
+        return Ok(());
+    }
+    let error = serde_json::from_slice::<ErrorRequest>(body).unwrap_or_else(|_| ErrorRequest {
+        error_message: body_start(body),
+        error_type: String::new(),
+    });
+    Err(ClientError::Status {
+        endpoint,
+        status,
+        error,
+    })
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    // These types hold only strings, numbers and enums: serialising them cannot fail.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+/// The first few hundred bytes of a body, for an error message.
+fn body_start(body: &[u8]) -> String {
+    const SHOWN: usize = 300;
+    let text = String::from_utf8_lossy(&body[..body.len().min(SHOWN)]).into_owned();
+    if body.len() > SHOWN {
+        format!("{text}…")
+    } else {
+        text
+    }
+}

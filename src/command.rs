@@ -1,0 +1,705 @@
+//! Running a user's command: spawn it in its own process group, feed it stdin, copy its output,
+//! enforce a deadline, and leave nothing of it behind.
+//!
+//! One thread does all of it with `poll(2)`: the command's exit (a pidfd), its stdout and stderr,
+//! and its stdin (written as fast as the command reads). A command that never reads stdin, writes
+//! megabytes, or leaves a background child holding its pipes open cannot block the extension.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::{Duration, Instant};
+
+/// The process group of the command running now (0: none), for the signal handler.
+pub static RUNNING_GROUP: AtomicI32 = AtomicI32::new(0);
+
+/// How much of a command's stderr is kept for the error message.
+const STDERR_TAIL_BYTES: usize = 2048;
+/// How much output is read per system call.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Characters that make a command line need a shell (expansion, redirection, quoting, pipes...).
+const SHELL_METACHARACTERS: &[char] = &[
+    '|', '&', ';', '<', '>', '(', ')', '$', '`', '\\', '"', '\'', '*', '?', '[', ']', '#', '~',
+    '{', '}', '!', '\n',
+];
+
+/// Words that are shell syntax or builtins, not programs on PATH.
+const SHELL_WORDS: &[&str] = &[
+    ".", ":", "alias", "break", "case", "cd", "continue", "eval", "exec", "exit", "export", "for",
+    "if", "local", "read", "readonly", "return", "set", "shift", "source", "times", "trap",
+    "ulimit", "umask", "unset", "until", "wait", "while",
+];
+
+/// A command line as configured, and how it will be started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandLine {
+    /// No shell needed: split on whitespace and exec'd directly (the fast path).
+    Direct { line: String, argv: Vec<String> },
+    /// Run as `/bin/sh -c line`.
+    Shell { line: String },
+}
+
+impl CommandLine {
+    /// `None` for an empty or blank line.
+    pub fn parse(line: &str) -> Option<CommandLine> {
+        let line = line.trim();
+        let argv: Vec<String> = line.split_whitespace().map(String::from).collect();
+        let first = argv.first()?;
+        let needs_shell = line.contains(SHELL_METACHARACTERS)
+            || first.contains('=')
+            || SHELL_WORDS.contains(&first.as_str());
+        Some(if needs_shell {
+            CommandLine::Shell {
+                line: line.to_string(),
+            }
+        } else {
+            CommandLine::Direct {
+                line: line.to_string(),
+                argv,
+            }
+        })
+    }
+
+    /// The line as configured, for messages.
+    pub fn line(&self) -> &str {
+        match self {
+            CommandLine::Direct { line, .. } | CommandLine::Shell { line } => line,
+        }
+    }
+
+    fn to_command(&self) -> Command {
+        match self {
+            CommandLine::Direct { argv, .. } => {
+                let mut command = Command::new(&argv[0]);
+                command.args(&argv[1..]);
+                command
+            }
+            CommandLine::Shell { line } => {
+                let mut command = Command::new("/bin/sh");
+                command.arg("-c").arg(line);
+                command
+            }
+        }
+    }
+}
+
+/// When to stop a command: SIGTERM to its group first, SIGKILL later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline {
+    pub terminate_at: Instant,
+    pub kill_at: Instant,
+}
+
+impl Deadline {
+    /// For an event whose deadline is `deadline_ms` (Unix epoch ms): SIGTERM `margin` before it,
+    /// SIGKILL `margin / 2` before it, so the group is gone by the deadline itself.
+    /// A `deadline_ms` of 0 means the event carries no deadline.
+    pub fn before_epoch_ms(deadline_ms: u64, margin: Duration) -> Option<Deadline> {
+        if deadline_ms == 0 {
+            return None;
+        }
+        let now = Instant::now();
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as u64);
+        let remaining = Duration::from_millis(deadline_ms.saturating_sub(now_ms));
+        Some(Deadline {
+            terminate_at: now + remaining.saturating_sub(margin),
+            kill_at: now + remaining.saturating_sub(margin / 2),
+        })
+    }
+}
+
+/// What the command gets on stdin.
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a> {
+    /// Nothing (`/dev/null`).
+    Nothing,
+    /// These bytes, then end of file.
+    Bytes(&'a [u8]),
+}
+
+/// What happens to the command's process group once the command itself has exited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leftovers {
+    /// Kill whatever is left (event handlers: nothing may run frozen between invokes).
+    Kill,
+    /// Let it run (the init command may start a sidecar).
+    KeepRunning,
+}
+
+/// Why a command did not succeed. `Display` is the message reported to Lambda.
+#[derive(Debug)]
+pub enum CommandFailure {
+    /// It could not be started at all.
+    NotStarted { command: String, error: io::Error },
+    /// It exited with a non-zero status.
+    Exited {
+        command: String,
+        code: i32,
+        stderr_tail: String,
+    },
+    /// A signal it did not get from us ended it.
+    Killed {
+        command: String,
+        signal: i32,
+        stderr_tail: String,
+    },
+    /// It was still running at the deadline and was stopped.
+    TimedOut {
+        command: String,
+        margin: Duration,
+        stderr_tail: String,
+    },
+}
+
+impl fmt::Display for CommandFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CommandFailure::NotStarted { command, error } => write!(
+                f,
+                "`{command}` could not be started: {error}; check that the program exists, is \
+                 executable (chmod +x) and that its #! interpreter is present in the Lambda \
+                 environment"
+            ),
+            CommandFailure::Exited {
+                command,
+                code,
+                stderr_tail,
+            } => write!(
+                f,
+                "`{command}` exited with status {code}{}",
+                stderr_suffix(stderr_tail)
+            ),
+            CommandFailure::Killed {
+                command,
+                signal,
+                stderr_tail,
+            } => write!(
+                f,
+                "`{command}` was killed by signal {signal} ({}){}",
+                signal_name(*signal),
+                stderr_suffix(stderr_tail)
+            ),
+            CommandFailure::TimedOut {
+                command,
+                margin,
+                stderr_tail,
+            } => write!(
+                f,
+                "`{command}` was still running {} ms before the event's deadline and was stopped \
+                 (SIGTERM, then SIGKILL to its process group); make it finish sooner, or raise the \
+                 function timeout{}",
+                margin.as_millis(),
+                stderr_suffix(stderr_tail)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for CommandFailure {}
+
+fn stderr_suffix(tail: &str) -> String {
+    if tail.is_empty() {
+        String::from(" (no stderr output)")
+    } else {
+        format!("; stderr: {tail}")
+    }
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        _ => "signal",
+    }
+}
+
+/// Runs commands one after another, reusing one output buffer.
+pub struct Executor {
+    buffer: Vec<u8>,
+}
+
+impl Default for Executor {
+    fn default() -> Self {
+        Executor {
+            buffer: vec![0; READ_CHUNK_BYTES],
+        }
+    }
+}
+
+impl Executor {
+    /// Runs `command` to completion (or to its deadline) with `env` added to the environment.
+    pub fn run(
+        &mut self,
+        command: &CommandLine,
+        input: Input<'_>,
+        env: &[(&str, &str)],
+        deadline: Option<Deadline>,
+        leftovers: Leftovers,
+    ) -> Result<(), CommandFailure> {
+        let mut process = command.to_command();
+        process
+            .envs(env.iter().copied())
+            .stdin(match input {
+                Input::Nothing => Stdio::null(),
+                Input::Bytes(_) => Stdio::piped(),
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own group, so a deadline or a signal reaches its children too. process_group
+            // (unlike a pre_exec closure) keeps std's fast posix_spawn path.
+            .process_group(0);
+        let mut child = process
+            .spawn()
+            .map_err(|error| CommandFailure::NotStarted {
+                command: command.line().to_string(),
+                error,
+            })?;
+        let group = child.id() as i32;
+        RUNNING_GROUP.store(group, Ordering::SeqCst);
+        let stdin_bytes = match input {
+            Input::Nothing => &[][..],
+            Input::Bytes(bytes) => bytes,
+        };
+        let mut run = Running {
+            stdin: child.stdin.take().map(|stdin| (stdin, stdin_bytes)),
+            stdout: child.stdout.take().map(Output::new),
+            stderr: child.stderr.take().map(Output::new),
+            stderr_tail: Vec::new(),
+            stage: Stage::Running,
+        };
+        let status = run.supervise(&mut child, group, deadline, leftovers, &mut self.buffer);
+        RUNNING_GROUP.store(0, Ordering::SeqCst);
+        let stderr_tail = tail_text(&run.stderr_tail);
+        let command = command.line().to_string();
+        let status = status.map_err(|error| CommandFailure::NotStarted {
+            command: command.clone(),
+            error,
+        })?;
+        if run.stage != Stage::Running {
+            return Err(CommandFailure::TimedOut {
+                command,
+                margin: deadline.map_or(Duration::ZERO, |d| {
+                    d.kill_at.saturating_duration_since(d.terminate_at) * 2
+                }),
+                stderr_tail,
+            });
+        }
+        match (status.code(), status.signal()) {
+            (Some(0), _) => Ok(()),
+            (Some(code), _) => Err(CommandFailure::Exited {
+                command,
+                code,
+                stderr_tail,
+            }),
+            (None, signal) => Err(CommandFailure::Killed {
+                command,
+                signal: signal.unwrap_or(0),
+                stderr_tail,
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Running,
+    Terminated,
+    Killed,
+}
+
+/// One of the command's output pipes, copied to the same stream of the extension.
+struct Output<P> {
+    pipe: P,
+    /// Whether the last byte copied ended a line, so a last line without one can be completed.
+    at_line_start: bool,
+}
+
+impl<P: AsRawFd> Output<P> {
+    fn new(pipe: P) -> Self {
+        set_nonblocking(pipe.as_raw_fd());
+        Output {
+            pipe,
+            at_line_start: true,
+        }
+    }
+}
+
+struct Running<'a> {
+    stdin: Option<(ChildStdin, &'a [u8])>,
+    stdout: Option<Output<ChildStdout>>,
+    stderr: Option<Output<ChildStderr>>,
+    stderr_tail: Vec<u8>,
+    stage: Stage,
+}
+
+impl Running<'_> {
+    /// Feeds stdin, copies output and enforces the deadline until the command exits; then deals
+    /// with its group's leftovers and reaps it.
+    fn supervise(
+        &mut self,
+        child: &mut Child,
+        group: i32,
+        deadline: Option<Deadline>,
+        leftovers: Leftovers,
+        buffer: &mut [u8],
+    ) -> io::Result<ExitStatus> {
+        if let Some((stdin, _)) = &self.stdin {
+            set_nonblocking(stdin.as_raw_fd());
+        }
+        self.write_stdin();
+        // Without pidfds (old kernels, some sandboxes) fall back to checking every few ms.
+        let exit_watch = pidfd_open(child.id() as i32);
+        loop {
+            let now = Instant::now();
+            if let Some(deadline) = deadline {
+                if self.stage == Stage::Running && now >= deadline.terminate_at {
+                    self.stage = Stage::Terminated;
+                    signal_group(group, libc::SIGTERM);
+                }
+                if self.stage == Stage::Terminated && now >= deadline.kill_at {
+                    self.stage = Stage::Killed;
+                    signal_group(group, libc::SIGKILL);
+                }
+            }
+            let mut timeout = match (deadline, self.stage) {
+                (Some(d), Stage::Running) => Some(d.terminate_at.saturating_duration_since(now)),
+                (Some(d), Stage::Terminated) => Some(d.kill_at.saturating_duration_since(now)),
+                _ => None,
+            };
+            if exit_watch.is_none() {
+                timeout = Some(timeout.map_or(Duration::from_millis(5), |t| {
+                    t.min(Duration::from_millis(5))
+                }));
+            }
+            let exited = self.wait_once(exit_watch.as_ref(), timeout, buffer)?;
+            if exited || (exit_watch.is_none() && child.try_wait()?.is_some()) {
+                break;
+            }
+        }
+        if leftovers == Leftovers::Kill {
+            // The command has exited (still unreaped, so its group id cannot be reused):
+            // whatever it left in its group dies now rather than running frozen between invokes.
+            signal_group(group, libc::SIGKILL);
+        }
+        let status = child.wait()?;
+        // Copy what is already in the pipes, without waiting for writers that outlive the command.
+        self.stdin = None;
+        if let Some(output) = self.stdout.as_mut() {
+            copy_available(output, &mut io::stdout().lock(), None, buffer);
+        }
+        if let Some(output) = self.stderr.as_mut() {
+            copy_available(
+                output,
+                &mut io::stderr().lock(),
+                Some(&mut self.stderr_tail),
+                buffer,
+            );
+        }
+        finish_line(self.stdout.as_ref(), &mut io::stdout().lock());
+        finish_line(self.stderr.as_ref(), &mut io::stderr().lock());
+        Ok(status)
+    }
+
+    /// Polls once; returns true when the command has exited.
+    fn wait_once(
+        &mut self,
+        exit_watch: Option<&OwnedFd>,
+        timeout: Option<Duration>,
+        buffer: &mut [u8],
+    ) -> io::Result<bool> {
+        const EXIT: usize = 0;
+        const STDOUT: usize = 1;
+        const STDERR: usize = 2;
+        const STDIN: usize = 3;
+        let fd_or_none = |fd: Option<RawFd>| fd.unwrap_or(-1);
+        let mut fds = [
+            pollfd(
+                fd_or_none(exit_watch.map(|fd| fd.as_raw_fd())),
+                libc::POLLIN,
+            ),
+            pollfd(
+                fd_or_none(self.stdout.as_ref().map(|o| o.pipe.as_raw_fd())),
+                libc::POLLIN,
+            ),
+            pollfd(
+                fd_or_none(self.stderr.as_ref().map(|o| o.pipe.as_raw_fd())),
+                libc::POLLIN,
+            ),
+            pollfd(
+                fd_or_none(self.stdin.as_ref().map(|(s, _)| s.as_raw_fd())),
+                libc::POLLOUT,
+            ),
+        ];
+        let timeout_ms = timeout.map_or(-1, |t| {
+            // Round up, so a deadline is never polled for in a busy loop of zero-ms waits.
+            t.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+        });
+        // SAFETY: `fds` is a valid array of pollfd for the duration of the call.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+        if ready < 0 {
+            let error = io::Error::last_os_error();
+            return if error.kind() == io::ErrorKind::Interrupted {
+                Ok(false)
+            } else {
+                Err(error)
+            };
+        }
+        if fds[STDOUT].revents != 0 {
+            if let Some(output) = self.stdout.as_mut() {
+                if copy_once(output, &mut io::stdout().lock(), None, buffer) == ReadResult::Closed {
+                    self.stdout_closed();
+                }
+            }
+        }
+        if fds[STDERR].revents != 0 {
+            if let Some(output) = self.stderr.as_mut() {
+                let tail = Some(&mut self.stderr_tail);
+                if copy_once(output, &mut io::stderr().lock(), tail, buffer) == ReadResult::Closed {
+                    self.stderr_closed();
+                }
+            }
+        }
+        if fds[STDIN].revents != 0 {
+            self.write_stdin();
+        }
+        Ok(fds[EXIT].revents != 0)
+    }
+
+    fn stdout_closed(&mut self) {
+        finish_line(self.stdout.as_ref(), &mut io::stdout().lock());
+        self.stdout = None;
+    }
+
+    fn stderr_closed(&mut self) {
+        finish_line(self.stderr.as_ref(), &mut io::stderr().lock());
+        self.stderr = None;
+    }
+
+    /// Writes as much of the input as the pipe takes now; closes stdin when done or when the
+    /// command has closed its end (it does not want the rest: not an error).
+    fn write_stdin(&mut self) {
+        let Some((stdin, remaining)) = self.stdin.as_mut() else {
+            return;
+        };
+        while !remaining.is_empty() {
+            match stdin.write(remaining) {
+                Ok(written) => *remaining = &remaining[written..],
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => break,
+            }
+        }
+        self.stdin = None;
+    }
+}
+
+/// What one read from an output pipe found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadResult {
+    Copied,
+    Empty,
+    Closed,
+}
+
+/// Reads one chunk and copies it to `sink` (and its end to `tail`).
+fn copy_once<P: Read>(
+    output: &mut Output<P>,
+    sink: &mut impl Write,
+    tail: Option<&mut Vec<u8>>,
+    buffer: &mut [u8],
+) -> ReadResult {
+    loop {
+        match output.pipe.read(buffer) {
+            Ok(0) => return ReadResult::Closed,
+            Ok(read) => {
+                let chunk = &buffer[..read];
+                // A failing log stream must not stop the command: there is nowhere to report it.
+                let _ = sink.write_all(chunk);
+                output.at_line_start = chunk.last() == Some(&b'\n');
+                if let Some(tail) = tail {
+                    keep_tail(tail, chunk);
+                }
+                return ReadResult::Copied;
+            }
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return ReadResult::Empty,
+            Err(_) => return ReadResult::Closed,
+        }
+    }
+}
+
+/// Copies what the pipe holds right now, without waiting for more.
+fn copy_available<P: Read>(
+    output: &mut Output<P>,
+    sink: &mut impl Write,
+    mut tail: Option<&mut Vec<u8>>,
+    buffer: &mut [u8],
+) {
+    while copy_once(output, sink, tail.as_deref_mut(), buffer) == ReadResult::Copied {}
+}
+
+/// Ends a last line that had no newline, so the next log line starts on its own.
+fn finish_line<P>(output: Option<&Output<P>>, sink: &mut impl Write) {
+    if let Some(output) = output {
+        if !output.at_line_start {
+            let _ = sink.write_all(b"\n");
+        }
+    }
+    let _ = sink.flush();
+}
+
+fn keep_tail(tail: &mut Vec<u8>, chunk: &[u8]) {
+    let chunk = &chunk[chunk.len().saturating_sub(STDERR_TAIL_BYTES)..];
+    tail.extend_from_slice(chunk);
+    if tail.len() > STDERR_TAIL_BYTES {
+        tail.drain(..tail.len() - STDERR_TAIL_BYTES);
+    }
+}
+
+/// The kept stderr as text: trailing newline trimmed, marked when cut.
+fn tail_text(tail: &[u8]) -> String {
+    let text = String::from_utf8_lossy(tail);
+    let text = text.trim_end_matches(['\n', '\r']);
+    if tail.len() >= STDERR_TAIL_BYTES {
+        format!("…{text}")
+    } else {
+        text.to_string()
+    }
+}
+
+fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    }
+}
+
+fn set_nonblocking(fd: RawFd) {
+    // SAFETY: fcntl on a descriptor we own; only the O_NONBLOCK status flag is changed (pipes
+    // carry no other settable status flags here).
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags >= 0 {
+            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
+    }
+}
+
+/// A descriptor that becomes readable when the process exits (Linux ≥ 5.3).
+fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
+    Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Sends `signal` to every process in `group` (ignoring "no such group": it is already gone).
+pub fn signal_group(group: i32, signal: i32) {
+    if group > 0 {
+        // SAFETY: killpg has no memory-safety preconditions.
+        unsafe {
+            libc::killpg(group, signal);
+        }
+    }
+}
+
+/// True while any process (zombies included) is left in `group`.
+pub fn group_alive(group: i32) -> bool {
+    // SAFETY: signal 0 only checks for existence.
+    group > 0 && unsafe { libc::killpg(group, 0) } == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_command_lines_are_exec_directly() {
+        let command = CommandLine::parse("  /opt/handler.sh  --flag value ").unwrap();
+        assert_eq!(
+            command,
+            CommandLine::Direct {
+                line: "/opt/handler.sh  --flag value".into(),
+                argv: vec!["/opt/handler.sh".into(), "--flag".into(), "value".into()],
+            }
+        );
+        assert!(matches!(
+            CommandLine::parse("cat --opt=1").unwrap(),
+            CommandLine::Direct { .. }
+        ));
+    }
+
+    #[test]
+    fn shell_syntax_goes_through_the_shell() {
+        for line in [
+            "cat > /tmp/x",
+            "echo $HOME",
+            "a | b",
+            "a && b",
+            "echo 'quoted arg'",
+            "echo \"x\"",
+            "ls *.json",
+            "FOO=1 handler",
+            "exit 3",
+            "cd /tmp; ls",
+            "echo ~",
+            "sleep 1 &",
+            "echo `date`",
+        ] {
+            assert!(
+                matches!(CommandLine::parse(line).unwrap(), CommandLine::Shell { .. }),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn blank_lines_are_not_commands() {
+        assert_eq!(CommandLine::parse(""), None);
+        assert_eq!(CommandLine::parse(" \t\n"), None);
+    }
+
+    #[test]
+    fn deadline_zero_means_none_and_past_deadlines_are_due_now() {
+        assert_eq!(
+            Deadline::before_epoch_ms(0, Duration::from_millis(100)),
+            None
+        );
+        let before = Instant::now();
+        let deadline = Deadline::before_epoch_ms(1, Duration::from_millis(100)).unwrap();
+        assert!(deadline.terminate_at <= Instant::now() && deadline.terminate_at >= before);
+        assert!(deadline.kill_at <= Instant::now());
+    }
+
+    #[test]
+    fn stderr_tail_is_bounded_and_keeps_the_last_line() {
+        let mut tail = Vec::new();
+        for i in 0..1000 {
+            keep_tail(&mut tail, format!("line {i}\n").as_bytes());
+        }
+        assert_eq!(tail.len(), STDERR_TAIL_BYTES);
+        let text = tail_text(&tail);
+        assert!(text.starts_with('…'));
+        assert!(text.ends_with("line 999"), "{text}");
+    }
+}

@@ -1,0 +1,287 @@
+//! Configuration: command-line flags, each with an environment-variable twin (Lambda passes no
+//! arguments, so in practice everything comes from the environment).
+//!
+//! Flags are parsed as plain strings and validated here, so that an invalid value produces a
+//! message that names the environment variable a Lambda user actually sets.
+
+use std::fmt;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::api::{LifecycleEvent, RegistrationRequest};
+use crate::command::CommandLine;
+
+pub const HANDLER_ENV: &str = "SHELL_EXT_HANDLER";
+pub const INIT_ENV: &str = "SHELL_EXT_INIT";
+pub const EVENTS_ENV: &str = "SHELL_EXT_EVENTS";
+pub const ON_ERROR_ENV: &str = "SHELL_EXT_ON_ERROR";
+pub const TIMEOUT_MARGIN_ENV: &str = "SHELL_EXT_TIMEOUT_MARGIN_MS";
+
+const DEFAULT_TIMEOUT_MARGIN_MS: u64 = 100;
+
+/// The flags as given, before validation.
+#[derive(Debug, Default, Parser)]
+#[command(
+    name = "lambda-shell-extension",
+    version,
+    about = "Runs a command for every AWS Lambda lifecycle event (an external Lambda extension).",
+    long_about = "Runs a command for every AWS Lambda lifecycle event, with the event JSON on stdin. \
+                  Lambda starts it from a layer's extensions/ folder with no arguments: configure it \
+                  with the environment variables shown below."
+)]
+pub struct Options {
+    /// Command run for every event, with the event JSON on stdin (required)
+    #[arg(long, env = HANDLER_ENV, value_name = "CMD")]
+    pub handler: Option<String>,
+
+    /// Command run once after registration, before the first event
+    #[arg(long, env = INIT_ENV, value_name = "CMD")]
+    pub init: Option<String>,
+
+    /// Events to receive: INVOKE,SHUTDOWN or SHUTDOWN [default: INVOKE,SHUTDOWN]
+    #[arg(long, env = EVENTS_ENV, value_name = "LIST")]
+    pub events: Option<String>,
+
+    /// When the handler fails: exit (report exit/error, exit non-zero) or continue [default: exit]
+    #[arg(long, env = ON_ERROR_ENV, value_name = "MODE")]
+    pub on_error: Option<String>,
+
+    /// Stop a handler this many milliseconds before the event's deadline [default: 100]
+    #[arg(long, env = TIMEOUT_MARGIN_ENV, value_name = "N")]
+    pub timeout_margin_ms: Option<String>,
+}
+
+/// Which events the extension registers for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventSet {
+    InvokeAndShutdown,
+    ShutdownOnly,
+}
+
+impl EventSet {
+    pub fn registration_request(self) -> RegistrationRequest {
+        match self {
+            EventSet::InvokeAndShutdown => RegistrationRequest::default(),
+            EventSet::ShutdownOnly => RegistrationRequest {
+                events: vec![LifecycleEvent::Shutdown],
+            },
+        }
+    }
+}
+
+/// What a failing handler does to the extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    /// Report exit/error and exit non-zero (Lambda then resets the environment).
+    Exit,
+    /// Log the failure and wait for the next event.
+    Continue,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub handler: CommandLine,
+    pub init: Option<CommandLine>,
+    pub events: EventSet,
+    pub on_error: OnError,
+    pub timeout_margin: Duration,
+}
+
+/// An invalid setting: which variable, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid configuration: {}: {}",
+            self.variable, self.problem
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    pub fn from_options(options: &Options) -> Result<Config, ConfigError> {
+        let handler = options
+            .handler
+            .as_deref()
+            .and_then(CommandLine::parse)
+            .ok_or_else(|| ConfigError {
+                variable: HANDLER_ENV,
+                problem: format!(
+                    "not set; set {HANDLER_ENV} (or --handler) to the command to run for every \
+                     event, for example {HANDLER_ENV}=/opt/handler.sh"
+                ),
+            })?;
+        let init = match options.init.as_deref() {
+            None => None,
+            Some(line) => Some(CommandLine::parse(line).ok_or_else(|| ConfigError {
+                variable: INIT_ENV,
+                problem: format!(
+                    "is empty; unset {INIT_ENV} or set it to a command to run once at start-up"
+                ),
+            })?),
+        };
+        Ok(Config {
+            handler,
+            init,
+            events: parse_events(options.events.as_deref())?,
+            on_error: parse_on_error(options.on_error.as_deref())?,
+            timeout_margin: parse_timeout_margin(options.timeout_margin_ms.as_deref())?,
+        })
+    }
+}
+
+fn parse_events(value: Option<&str>) -> Result<EventSet, ConfigError> {
+    let Some(value) = value.filter(|v| !v.trim().is_empty()) else {
+        return Ok(EventSet::InvokeAndShutdown);
+    };
+    let invalid = |problem: String| ConfigError {
+        variable: EVENTS_ENV,
+        problem: format!("{problem}; accepted values: INVOKE,SHUTDOWN (the default) or SHUTDOWN"),
+    };
+    let (mut invoke, mut shutdown) = (false, false);
+    for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        if name.eq_ignore_ascii_case("INVOKE") {
+            invoke = true;
+        } else if name.eq_ignore_ascii_case("SHUTDOWN") {
+            shutdown = true;
+        } else {
+            return Err(invalid(format!("unknown event {name:?} in {value:?}")));
+        }
+    }
+    match (invoke, shutdown) {
+        (true, true) => Ok(EventSet::InvokeAndShutdown),
+        (false, true) => Ok(EventSet::ShutdownOnly),
+        // Without SHUTDOWN Lambda kills the extension at shutdown without warning.
+        _ => Err(invalid(format!(
+            "{value:?} leaves out SHUTDOWN, which an external extension needs"
+        ))),
+    }
+}
+
+fn parse_on_error(value: Option<&str>) -> Result<OnError, ConfigError> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(OnError::Exit),
+        Some(mode) if mode.eq_ignore_ascii_case("exit") => Ok(OnError::Exit),
+        Some(mode) if mode.eq_ignore_ascii_case("continue") => Ok(OnError::Continue),
+        Some(mode) => Err(ConfigError {
+            variable: ON_ERROR_ENV,
+            problem: format!(
+                "unknown mode {mode:?}; accepted values: exit (the default) or continue"
+            ),
+        }),
+    }
+}
+
+fn parse_timeout_margin(value: Option<&str>) -> Result<Duration, ConfigError> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(Duration::from_millis(DEFAULT_TIMEOUT_MARGIN_MS)),
+        Some(text) => text
+            .parse::<u64>()
+            .map(Duration::from_millis)
+            .map_err(|_| ConfigError {
+                variable: TIMEOUT_MARGIN_ENV,
+                problem: format!(
+                    "{text:?} is not a whole number of milliseconds; accepted values: an integer \
+                 >= 0 (the default is {DEFAULT_TIMEOUT_MARGIN_MS})"
+                ),
+            }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(handler: Option<&str>) -> Options {
+        Options {
+            handler: handler.map(String::from),
+            ..Options::default()
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let config = Config::from_options(&options(Some("/opt/h.sh"))).unwrap();
+        assert_eq!(config.events, EventSet::InvokeAndShutdown);
+        assert_eq!(config.on_error, OnError::Exit);
+        assert_eq!(config.timeout_margin, Duration::from_millis(100));
+        assert_eq!(config.init, None);
+        assert_eq!(config.handler.line(), "/opt/h.sh");
+    }
+
+    #[test]
+    fn missing_or_blank_handler_names_the_variable() {
+        for handler in [None, Some(""), Some("   ")] {
+            let error = Config::from_options(&options(handler)).unwrap_err();
+            assert_eq!(error.variable, HANDLER_ENV);
+            assert!(error.to_string().contains("SHELL_EXT_HANDLER"), "{error}");
+        }
+    }
+
+    #[test]
+    fn events_are_case_insensitive_and_need_shutdown() {
+        assert_eq!(
+            parse_events(Some("invoke, Shutdown")).unwrap(),
+            EventSet::InvokeAndShutdown
+        );
+        assert_eq!(
+            parse_events(Some("SHUTDOWN,INVOKE")).unwrap(),
+            EventSet::InvokeAndShutdown
+        );
+        assert_eq!(
+            parse_events(Some("shutdown")).unwrap(),
+            EventSet::ShutdownOnly
+        );
+        let error = parse_events(Some("INVOKE")).unwrap_err();
+        assert!(error.problem.contains("SHUTDOWN"), "{error}");
+        let error = parse_events(Some("INVOKE,RESTORE")).unwrap_err();
+        assert_eq!(error.variable, EVENTS_ENV);
+        assert!(error.problem.contains("\"RESTORE\""), "{error}");
+        assert!(error.problem.contains("INVOKE,SHUTDOWN"), "{error}");
+    }
+
+    #[test]
+    fn on_error_modes() {
+        assert_eq!(parse_on_error(Some("CONTINUE")).unwrap(), OnError::Continue);
+        assert_eq!(parse_on_error(Some("exit")).unwrap(), OnError::Exit);
+        let error = parse_on_error(Some("ignore")).unwrap_err();
+        assert_eq!(error.variable, ON_ERROR_ENV);
+        assert!(error.problem.contains("exit") && error.problem.contains("continue"));
+    }
+
+    #[test]
+    fn timeout_margin_must_be_a_whole_number() {
+        assert_eq!(
+            parse_timeout_margin(Some("250")).unwrap(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(parse_timeout_margin(Some("0")).unwrap(), Duration::ZERO);
+        for bad in ["-1", "1.5", "abc", "100ms"] {
+            let error = parse_timeout_margin(Some(bad)).unwrap_err();
+            assert_eq!(error.variable, TIMEOUT_MARGIN_ENV);
+            assert!(error.problem.contains(bad), "{error}");
+        }
+    }
+
+    #[test]
+    fn registration_events_follow_the_event_set() {
+        assert_eq!(
+            EventSet::ShutdownOnly.registration_request().events,
+            vec![LifecycleEvent::Shutdown]
+        );
+        assert_eq!(
+            EventSet::InvokeAndShutdown.registration_request().events,
+            vec![LifecycleEvent::Invoke, LifecycleEvent::Shutdown]
+        );
+    }
+}

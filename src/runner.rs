@@ -1,0 +1,281 @@
+//! The event loop: register, run the init command, then run the handler for every event until
+//! SHUTDOWN, reporting failures to Lambda the way the Extensions API expects.
+
+use std::fmt;
+use std::thread;
+use std::time::Duration;
+
+use log::{debug, error, info, warn};
+
+use crate::api::{Event, NextEventResponse};
+use crate::client::{ClientError, InvocationClient, RegistrationClient};
+use crate::command::{CommandFailure, Deadline, Executor, Input, Leftovers};
+use crate::config::{Config, EventSet, OnError, Options};
+
+/// The error types this extension reports in `Lambda-Extension-Function-Error-Type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorType {
+    /// The configuration is invalid (init/error).
+    ConfigInvalid,
+    /// The init command failed or could not be started (init/error).
+    InitFailed,
+    /// The handler failed or could not be started (exit/error).
+    HandlerFailed,
+    /// The handler was still running at the event's deadline (exit/error).
+    HandlerTimeout,
+    /// The Extensions API answered with an error or an unreadable event (exit/error).
+    ApiError,
+}
+
+impl ErrorType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorType::ConfigInvalid => "Extension.ConfigInvalid",
+            ErrorType::InitFailed => "Extension.InitFailed",
+            ErrorType::HandlerFailed => "Extension.HandlerFailed",
+            ErrorType::HandlerTimeout => "Extension.HandlerTimeout",
+            ErrorType::ApiError => "Extension.ApiError",
+        }
+    }
+
+    fn of_handler(failure: &CommandFailure) -> ErrorType {
+        match failure {
+            CommandFailure::TimedOut { .. } => ErrorType::HandlerTimeout,
+            _ => ErrorType::HandlerFailed,
+        }
+    }
+}
+
+impl fmt::Display for ErrorType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How the process ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// SHUTDOWN handled.
+    Success,
+    /// Something failed; it has been logged and, where the API allows, reported.
+    Failure,
+}
+
+impl Exit {
+    pub fn code(self) -> i32 {
+        match self {
+            Exit::Success => 0,
+            Exit::Failure => 1,
+        }
+    }
+}
+
+/// Pauses between attempts when registration gets no response: a couple of quick retries.
+const REGISTER_RETRY_DELAYS: &[Duration] =
+    &[Duration::from_millis(100), Duration::from_millis(300)];
+/// Pauses between attempts when event/next gets no response: a few per second at most, and
+/// giving up within about two seconds.
+const NEXT_RETRY_DELAYS: &[Duration] = &[
+    Duration::from_millis(250),
+    Duration::from_millis(500),
+    Duration::from_millis(1000),
+];
+
+/// Runs the extension until SHUTDOWN or a failure.
+pub fn run(options: &Options) -> Exit {
+    let config = Config::from_options(options);
+    // An invalid configuration still registers, so that Lambda attributes the failure to this
+    // extension (init/error) instead of timing out its Init.
+    let events = config
+        .as_ref()
+        .map_or(EventSet::InvokeAndShutdown, |config| config.events);
+    let registration_client = RegistrationClient::new(ureq::Agent::new_with_defaults());
+    let request = events.registration_request();
+    let registered = retry_without_response(REGISTER_RETRY_DELAYS, || {
+        registration_client.clone().register(&request)
+    });
+    let (client, registration) = match registered {
+        Ok(registered) => registered,
+        Err(error) => {
+            error!("cannot register with the Lambda Extensions API: {error}");
+            return Exit::Failure;
+        }
+    };
+    info!(
+        "registered as {} for {} of function {} ({})",
+        client.extension_name(),
+        request
+            .events
+            .iter()
+            .map(|event| event.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+        registration.function_name,
+        registration.function_version
+    );
+    let config = match config {
+        Ok(config) => config,
+        Err(config_error) => {
+            return report(
+                &client,
+                Phase::Init,
+                ErrorType::ConfigInvalid,
+                &config_error.to_string(),
+            );
+        }
+    };
+    Extension {
+        client,
+        config,
+        executor: Executor::default(),
+    }
+    .run()
+}
+
+/// Where in the lifecycle a failure happened: it decides between init/error and exit/error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Init,
+    Events,
+}
+
+struct Extension {
+    client: InvocationClient,
+    config: Config,
+    executor: Executor,
+}
+
+impl Extension {
+    fn run(mut self) -> Exit {
+        if let Some(init) = &self.config.init {
+            let env = [("LAMBDA_EXTENSION_NAME", self.client.extension_name())];
+            // What the init command starts in the background may keep running (a sidecar).
+            let outcome =
+                self.executor
+                    .run(init, Input::Nothing, &env, None, Leftovers::KeepRunning);
+            if let Err(failure) = outcome {
+                let message = format!("init command {failure}");
+                return report(&self.client, Phase::Init, ErrorType::InitFailed, &message);
+            }
+        }
+        loop {
+            let next = match retry_without_response(NEXT_RETRY_DELAYS, || self.client.next_event())
+            {
+                Ok(next) => next,
+                Err(error) => return self.api_failure(error),
+            };
+            let is_shutdown = matches!(next.event, Event::Shutdown(_));
+            match (self.handle(&next), is_shutdown) {
+                (Ok(()), true) => {
+                    info!("SHUTDOWN handled; exiting");
+                    return Exit::Success;
+                }
+                (Ok(()), false) => {}
+                // A failure at SHUTDOWN is reported whatever the policy: it is the last word.
+                (Err(failure), true) => return self.handler_failure(&failure),
+                (Err(failure), false) => match self.config.on_error {
+                    OnError::Exit => return self.handler_failure(&failure),
+                    OnError::Continue => {
+                        warn!(
+                            "{}: handler {failure} (continuing: {}=continue)",
+                            ErrorType::of_handler(&failure),
+                            crate::config::ON_ERROR_ENV
+                        );
+                    }
+                },
+            }
+        }
+    }
+
+    /// Runs the handler for one event, with the event's bytes on stdin.
+    fn handle(&mut self, next: &NextEventResponse) -> Result<(), CommandFailure> {
+        let deadline_ms = next.event.deadline_ms().to_string();
+        let mut env = Vec::with_capacity(6);
+        env.push(("LAMBDA_EVENT_TYPE", next.event.lifecycle_event().as_str()));
+        env.push(("LAMBDA_DEADLINE_MS", deadline_ms.as_str()));
+        env.push(("LAMBDA_EXTENSION_NAME", self.client.extension_name()));
+        match &next.event {
+            Event::Invoke(invoke) => {
+                debug!("INVOKE {}", invoke.request_id);
+                env.push(("LAMBDA_REQUEST_ID", invoke.request_id.as_str()));
+                env.push((
+                    "LAMBDA_INVOKED_FUNCTION_ARN",
+                    invoke.invoked_function_arn.as_str(),
+                ));
+                if let Some(tracing) = &invoke.tracing {
+                    env.push(("_X_AMZN_TRACE_ID", tracing.value.as_str()));
+                }
+            }
+            Event::Shutdown(shutdown) => {
+                info!("SHUTDOWN ({})", shutdown.shutdown_reason);
+                env.push(("LAMBDA_SHUTDOWN_REASON", shutdown.shutdown_reason.as_str()));
+            }
+        }
+        let deadline =
+            Deadline::before_epoch_ms(next.event.deadline_ms(), self.config.timeout_margin);
+        self.executor.run(
+            &self.config.handler,
+            Input::Bytes(&next.body),
+            &env,
+            deadline,
+            Leftovers::Kill,
+        )
+    }
+
+    fn handler_failure(&self, failure: &CommandFailure) -> Exit {
+        let message = format!("handler {failure}");
+        report(
+            &self.client,
+            Phase::Events,
+            ErrorType::of_handler(failure),
+            &message,
+        )
+    }
+
+    fn api_failure(&self, error: ClientError) -> Exit {
+        if error.status() == Some(403) {
+            // Forbidden: this extension's session is over; any further call would be refused too.
+            error!("{error}");
+            return Exit::Failure;
+        }
+        report(
+            &self.client,
+            Phase::Events,
+            ErrorType::ApiError,
+            &error.to_string(),
+        )
+    }
+}
+
+/// Logs a failure, reports it to Lambda (init/error or exit/error), and ends the process.
+fn report(client: &InvocationClient, phase: Phase, error_type: ErrorType, message: &str) -> Exit {
+    error!("{error_type}: {message}");
+    let reported = match phase {
+        Phase::Init => client.init_error(error_type.as_str(), message),
+        Phase::Events => client.exit_error(error_type.as_str(), message),
+    };
+    if let Err(report_error) = reported {
+        error!("could not report {error_type} to Lambda: {report_error}");
+    }
+    Exit::Failure
+}
+
+/// Calls `call` again after each delay while it gets no HTTP response at all.
+fn retry_without_response<T>(
+    delays: &[Duration],
+    mut call: impl FnMut() -> Result<T, ClientError>,
+) -> Result<T, ClientError> {
+    let mut delays = delays.iter();
+    loop {
+        match call() {
+            Err(error) if error.is_transport() => match delays.next() {
+                Some(delay) => {
+                    warn!("{error}; retrying in {} ms", delay.as_millis());
+                    thread::sleep(*delay);
+                }
+                None => return Err(error),
+            },
+            outcome => return outcome,
+        }
+    }
+}
