@@ -92,6 +92,8 @@ impl CommandLine {
 pub struct Deadline {
     pub terminate_at: Instant,
     pub kill_at: Instant,
+    /// How long before the event's deadline SIGTERM is sent, for messages.
+    pub margin: Duration,
 }
 
 impl Deadline {
@@ -110,6 +112,7 @@ impl Deadline {
         Some(Deadline {
             terminate_at: now + remaining.saturating_sub(margin),
             kill_at: now + remaining.saturating_sub(margin / 2),
+            margin,
         })
     }
 }
@@ -294,9 +297,7 @@ impl Executor {
         if run.stage != Stage::Running {
             return Err(CommandFailure::TimedOut {
                 command,
-                margin: deadline.map_or(Duration::ZERO, |d| {
-                    d.kill_at.saturating_duration_since(d.terminate_at) * 2
-                }),
+                margin: deadline.map_or(Duration::ZERO, |d| d.margin),
                 stderr_tail,
             });
         }
