@@ -75,19 +75,22 @@ fn extension_binary() -> Result<PathBuf, Error> {
     Ok(bin)
 }
 
-/// The handler command: CLI arg, else `$SHELL_EXT_HANDLER`, else log-event.sh.
-/// A relative path to an existing file is made absolute (the extension does
-/// not run in the current directory on Lambda either).
+/// The handler command: CLI args (joined), else `$SHELL_EXT_HANDLER`, else
+/// log-event.sh. A relative path to an existing file as the first word is made
+/// absolute (on Lambda the extension does not run in your current directory).
 fn handler_command() -> String {
-    let raw = std::env::args()
-        .nth(1)
+    let args = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
+    let raw = Some(args)
         .filter(|s| !s.trim().is_empty())
         .or_else(|| std::env::var("SHELL_EXT_HANDLER").ok())
         .filter(|s| !s.trim().is_empty())
         .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/log-event.sh").into());
-    match std::fs::canonicalize(&raw) {
-        Ok(abs) if abs.is_file() => abs.to_string_lossy().into_owned(),
-        _ => raw,
+    let raw = raw.trim();
+    let (first, rest) = raw.split_once(char::is_whitespace).unwrap_or((raw, ""));
+    match std::fs::canonicalize(first) {
+        Ok(abs) if abs.is_file() && rest.is_empty() => abs.to_string_lossy().into_owned(),
+        Ok(abs) if abs.is_file() => format!("{} {rest}", abs.to_string_lossy()),
+        _ => raw.to_string(),
     }
 }
 
@@ -211,7 +214,7 @@ async fn run() -> Result<i32, Error> {
     let ext = loop {
         if let Some(s) = exited(&status) {
             say(format!("extension exited during init: {}", describe(s)));
-            return Ok(1);
+            return Ok(s.code().filter(|&c| c != 0).unwrap_or(1));
         }
         if let Some(ext) = sim.get_registered_extensions().await.pop() {
             if sim.first_next_poll_at(&ext.id).await.is_some() {
@@ -263,7 +266,7 @@ async fn run() -> Result<i32, Error> {
                      stops the extension; on AWS, Lambda would now reset the environment)",
                     describe(s)
                 ));
-                return Ok(0);
+                return Ok(s.code().unwrap_or(1));
             }
         }
     }
@@ -280,5 +283,5 @@ async fn run() -> Result<i32, Error> {
         }
     };
     say(format!("extension exited after SHUTDOWN: {}", describe(s)));
-    Ok(if s.success() { 0 } else { 1 })
+    Ok(s.code().unwrap_or(1))
 }

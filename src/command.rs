@@ -11,6 +11,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
+use std::thread;
 use std::time::{Duration, Instant};
 
 /// The process group of the command running now (0: none), for the signal handler.
@@ -399,22 +400,61 @@ impl Running<'_> {
             signal_group(group, libc::SIGKILL);
         }
         let status = child.wait()?;
-        // Copy what is already in the pipes, without waiting for writers that outlive the command.
         self.stdin = None;
+        self.copy_available(buffer);
+        match leftovers {
+            Leftovers::Kill => {
+                // Do not wait for writers that outlived the command: they were just killed.
+                finish_line(self.stdout.take().as_ref(), &mut io::stdout().lock());
+                finish_line(self.stderr.take().as_ref(), &mut io::stderr().lock());
+            }
+            Leftovers::KeepRunning => self.keep_forwarding(),
+        }
+        Ok(status)
+    }
+
+    /// Copies what the pipes hold right now, without waiting for more.
+    fn copy_available(&mut self, buffer: &mut [u8]) {
         if let Some(output) = self.stdout.as_mut() {
-            copy_available(output, &mut io::stdout().lock(), None, buffer);
+            if copy_all(output, &mut io::stdout().lock(), None, buffer) == ReadResult::Closed {
+                self.stdout_closed();
+            }
         }
         if let Some(output) = self.stderr.as_mut() {
-            copy_available(
-                output,
-                &mut io::stderr().lock(),
-                Some(&mut self.stderr_tail),
-                buffer,
-            );
+            let tail = Some(&mut self.stderr_tail);
+            if copy_all(output, &mut io::stderr().lock(), tail, buffer) == ReadResult::Closed {
+                self.stderr_closed();
+            }
         }
-        finish_line(self.stdout.as_ref(), &mut io::stdout().lock());
-        finish_line(self.stderr.as_ref(), &mut io::stderr().lock());
-        Ok(status)
+    }
+
+    /// Hands pipes still held open by the command's background children (an init command's
+    /// sidecar) to a thread that copies them until they close, so the sidecar's output reaches
+    /// the log and its writes never fail with SIGPIPE.
+    fn keep_forwarding(&mut self) {
+        if self.stdout.is_none() && self.stderr.is_none() {
+            return;
+        }
+        let mut rest = Running {
+            stdin: None,
+            stdout: self.stdout.take(),
+            stderr: self.stderr.take(),
+            stderr_tail: Vec::new(),
+            stage: Stage::Running,
+        };
+        let forwarder = thread::Builder::new()
+            .name("sidecar-output".into())
+            .spawn(move || {
+                let mut buffer = vec![0; READ_CHUNK_BYTES];
+                while rest.stdout.is_some() || rest.stderr.is_some() {
+                    if rest.wait_once(None, None, &mut buffer).is_err() {
+                        break;
+                    }
+                }
+            });
+        if let Err(error) = forwarder {
+            log::warn!("cannot keep copying the init command's background output: {error}");
+        }
     }
 
     /// Polls once; returns true when the command has exited.
@@ -545,14 +585,19 @@ fn copy_once<P: Read>(
     }
 }
 
-/// Copies what the pipe holds right now, without waiting for more.
-fn copy_available<P: Read>(
+/// Copies until the pipe is empty for now (or closed); returns what the last read found.
+fn copy_all<P: Read>(
     output: &mut Output<P>,
     sink: &mut impl Write,
     mut tail: Option<&mut Vec<u8>>,
     buffer: &mut [u8],
-) {
-    while copy_once(output, sink, tail.as_deref_mut(), buffer) == ReadResult::Copied {}
+) -> ReadResult {
+    loop {
+        match copy_once(output, sink, tail.as_deref_mut(), buffer) {
+            ReadResult::Copied => continue,
+            other => return other,
+        }
+    }
 }
 
 /// Ends a last line that had no newline, so the next log line starts on its own.

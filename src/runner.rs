@@ -10,7 +10,7 @@ use log::{debug, error, info, warn};
 use crate::api::{Event, NextEventResponse};
 use crate::client::{ClientError, InvocationClient, RegistrationClient};
 use crate::command::{CommandFailure, Deadline, Executor, Input, Leftovers};
-use crate::config::{Config, EventSet, OnError, Options};
+use crate::config::{Config, EventSet, OnError, Options, ON_ERROR_ENV};
 
 /// The error types this extension reports in `Lambda-Extension-Function-Error-Type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,9 +177,9 @@ impl Extension {
                     OnError::Exit => return self.handler_failure(&failure),
                     OnError::Continue => {
                         warn!(
-                            "{}: handler {failure} (continuing: {}=continue)",
+                            "{}: {} (continuing: {ON_ERROR_ENV}=continue)",
                             ErrorType::of_handler(&failure),
-                            crate::config::ON_ERROR_ENV
+                            one_line(&format!("handler {failure}"))
                         );
                     }
                 },
@@ -249,7 +249,7 @@ impl Extension {
 
 /// Logs a failure, reports it to Lambda (init/error or exit/error), and ends the process.
 fn report(client: &InvocationClient, phase: Phase, error_type: ErrorType, message: &str) -> Exit {
-    error!("{error_type}: {message}");
+    error!("{error_type}: {}", one_line(message));
     let reported = match phase {
         Phase::Init => client.init_error(error_type.as_str(), message),
         Phase::Events => client.exit_error(error_type.as_str(), message),
@@ -258,6 +258,12 @@ fn report(client: &InvocationClient, phase: Phase, error_type: ErrorType, messag
         error!("could not report {error_type} to Lambda: {report_error}");
     }
     Exit::Failure
+}
+
+/// A message as one log line: CloudWatch would split a multi-line stderr tail into separate
+/// events that look like more output of the command.
+fn one_line(message: &str) -> String {
+    message.trim_end().replace('\n', "\\n")
 }
 
 /// Calls `call` again after each delay while it gets no HTTP response at all.
