@@ -14,8 +14,11 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// The process group of the command running now (0: none), for the signal handler.
+/// The process group of the command running now, for the signal handler: 0 when none runs,
+/// [`STARTING`] while one is being spawned (so a signal arriving then waits for its group).
 pub static RUNNING_GROUP: AtomicI32 = AtomicI32::new(0);
+/// The value of [`RUNNING_GROUP`] between the start of a spawn and the group being known.
+pub const STARTING: i32 = -1;
 
 /// How much of a command's stderr is kept for the error message.
 const STDERR_TAIL_BYTES: usize = 2048;
@@ -268,12 +271,14 @@ impl Executor {
             // Its own group, so a deadline or a signal reaches its children too. process_group
             // (unlike a pre_exec closure) keeps std's fast posix_spawn path.
             .process_group(0);
-        let mut child = process
-            .spawn()
-            .map_err(|error| CommandFailure::NotStarted {
+        RUNNING_GROUP.store(STARTING, Ordering::SeqCst);
+        let mut child = process.spawn().map_err(|error| {
+            RUNNING_GROUP.store(0, Ordering::SeqCst);
+            CommandFailure::NotStarted {
                 command: command.line().to_string(),
                 error,
-            })?;
+            }
+        })?;
         let group = child.id() as i32;
         RUNNING_GROUP.store(group, Ordering::SeqCst);
         let stdin_bytes = match input {

@@ -11,7 +11,9 @@ use log::warn;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::command::{group_alive, signal_group, RUNNING_GROUP};
+use std::sync::atomic::Ordering;
+
+use crate::command::{group_alive, signal_group, RUNNING_GROUP, STARTING};
 
 /// How long the command's group gets to run its own TERM trap before it is killed.
 const GRACE: Duration = Duration::from_millis(500);
@@ -33,12 +35,20 @@ pub fn install() -> std::io::Result<()> {
 
 /// SIGTERM to the running command's group, then SIGKILL to whatever is left after the grace time.
 fn stop_running_command() {
-    let group = RUNNING_GROUP.load(std::sync::atomic::Ordering::SeqCst);
-    if group == 0 {
+    let give_up = Instant::now() + GRACE;
+    // A command being spawned right now gets its group id in a moment: wait for it, so that it
+    // is not left behind running.
+    let group = loop {
+        let group = RUNNING_GROUP.load(Ordering::SeqCst);
+        if group != STARTING || Instant::now() >= give_up {
+            break group;
+        }
+        thread::sleep(Duration::from_millis(1));
+    };
+    if group <= 0 {
         return;
     }
     signal_group(group, libc::SIGTERM);
-    let give_up = Instant::now() + GRACE;
     while group_alive(group) && Instant::now() < give_up {
         thread::sleep(Duration::from_millis(10));
     }

@@ -4,7 +4,9 @@
 pub mod process;
 pub mod server;
 
+#[allow(unused_imports)]
 pub use process::*;
+#[allow(unused_imports)]
 pub use server::*;
 
 use std::time::Duration;

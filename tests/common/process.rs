@@ -58,13 +58,21 @@ impl Sandbox {
         path.to_str().unwrap().to_string()
     }
 
-    /// Copy the binary to `<tmp>/opt/extensions/<name>` with mode 0755.
+    /// Install the binary as `<tmp>/opt/extensions/<name>` with mode 0755: a hard link when
+    /// possible (same inode, no write handle that a concurrently forked child could inherit,
+    /// which would make exec fail with ETXTBSY), else a copy.
     pub fn install(&self, name: &str) -> PathBuf {
         let dir = self.dir.path().join("opt/extensions");
         fs::create_dir_all(&dir).unwrap();
         let dest = dir.join(name);
-        fs::copy(BIN, &dest).expect("copy extension binary");
-        fs::set_permissions(&dest, fs::Permissions::from_mode(0o755)).unwrap();
+        if fs::hard_link(BIN, &dest).is_err() {
+            fs::copy(BIN, &dest).expect("copy extension binary");
+            fs::set_permissions(&dest, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        assert_eq!(
+            fs::metadata(&dest).unwrap().permissions().mode() & 0o777,
+            0o755
+        );
         dest
     }
 
@@ -83,6 +91,7 @@ impl Sandbox {
                 ("RUST_LOG".into(), "info".into()),
             ],
             removed: vec![],
+            stdin_pipe: false,
         }
     }
 }
@@ -92,9 +101,17 @@ pub struct Launcher<'a> {
     name: String,
     envs: Vec<(String, String)>,
     removed: Vec<String>,
+    stdin_pipe: bool,
 }
 
 impl Launcher<'_> {
+    /// Give the extension a stdin pipe that stays open (and silent) for its whole life, so a
+    /// command that wrongly inherits the extension's stdin blocks on it.
+    pub fn open_stdin(mut self) -> Self {
+        self.stdin_pipe = true;
+        self
+    }
+
     pub fn name(mut self, name: &str) -> Self {
         self.name = name.to_string();
         self
@@ -125,7 +142,11 @@ impl Launcher<'_> {
         cmd.env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .current_dir(self.sandbox.root())
-            .stdin(Stdio::null())
+            .stdin(if self.stdin_pipe {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (k, v) in &self.envs {
@@ -134,7 +155,19 @@ impl Launcher<'_> {
         for k in &self.removed {
             cmd.env_remove(k);
         }
-        let mut child = cmd.spawn().expect("spawn extension");
+        // A copy written by this (multi-threaded) test process can be briefly held open for
+        // writing by a child forked concurrently by another test: retry on ETXTBSY.
+        let mut attempts = 0;
+        let mut child = loop {
+            match cmd.spawn() {
+                Ok(c) => break c,
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempts < 100 => {
+                    attempts += 1;
+                    thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => panic!("spawn extension {}: {e}", path.display()),
+            }
+        };
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
@@ -158,8 +191,10 @@ impl Launcher<'_> {
                 let _ = tx.send(());
             });
         }
+        let stdin = child.stdin.take();
         Ext {
             pid: child.id(),
+            _stdin: stdin,
             child,
             stdout,
             stderr,
@@ -176,6 +211,7 @@ impl Launcher<'_> {
 /// A running extension process.
 pub struct Ext {
     child: Child,
+    _stdin: Option<std::process::ChildStdin>,
     pub pid: u32,
     stdout: Arc<Mutex<Vec<u8>>>,
     stderr: Arc<Mutex<Vec<u8>>>,
@@ -240,9 +276,13 @@ impl Ext {
     }
 
     /// Wait for exit; on timeout kill the process and fail the test with its output.
+    /// After the exit, waits (up to 1 s) until everything written to stdout/stderr was read.
     pub fn wait_with_timeout(&mut self, timeout: Duration) -> ExitStatus {
         match self.wait_timeout(timeout) {
-            Some(s) => s,
+            Some(s) => {
+                self.wait_output_closed(Duration::from_secs(1));
+                s
+            }
             None => {
                 let _ = self.child.kill();
                 let _ = self.child.wait();

@@ -272,8 +272,8 @@ impl FakeApi {
         self.inner.lock().faults.remove(&ep);
     }
 
-    /// Called (on the connection thread) for every request as soon as it has arrived,
-    /// before it is answered.
+    /// Called (on the connection thread) for every request as soon as it has arrived, before
+    /// it is recorded (visible to `wait_*`) and answered.
     pub fn on_request(&self, hook: impl Fn(&Request) + Send + Sync + 'static) {
         *self.inner.hook.lock().unwrap() = Some(Arc::new(hook));
     }
@@ -513,14 +513,16 @@ fn serve_connection(inner: Arc<Inner>, stream: TcpStream) {
         let close = req
             .header("Connection")
             .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        // The hook runs before the request becomes visible to waiters, so that a test that
+        // waited for the request also sees what its hook recorded.
+        let hook = inner.hook.lock().unwrap().clone();
+        if let Some(hook) = hook {
+            hook(&req);
+        }
         {
             let mut st = inner.lock();
             st.requests.push(req.clone());
             inner.cond.notify_all();
-        }
-        let hook = inner.hook.lock().unwrap().clone();
-        if let Some(hook) = hook {
-            hook(&req);
         }
         match handle(&inner, &req) {
             Outcome::Drop => {

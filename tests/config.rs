@@ -1,0 +1,66 @@
+//! Invalid configuration: still registers (default events), init/error
+//! Extension.ConfigInvalid naming the variable (and accepted values), exit 1, never next.
+
+mod common;
+
+use common::*;
+
+fn bad_config(var: &str, value: Option<&str>, must_mention: &[&str]) {
+    let sb = Sandbox::new();
+    let api = FakeApi::start();
+    let ran = sb.p("handler-ran");
+    api.push_invoke("never", deadline_in(5000));
+    let mut launcher = sb.ext(&api).handler(&format!("touch {ran}"));
+    launcher = match value {
+        Some(v) => launcher.env(var, v),
+        None => launcher.env_remove(var),
+    };
+    let mut ext = launcher.spawn();
+    ext.expect_exit(1, secs(10));
+
+    let regs = api.requests_to(Endpoint::Register);
+    assert_eq!(regs.len(), 1, "{}", api.describe());
+    let mut events: Vec<String> = regs[0].json()["events"]
+        .as_array()
+        .expect("events array")
+        .iter()
+        .map(|e| e.as_str().unwrap().to_string())
+        .collect();
+    events.sort();
+    assert_eq!(events, vec!["INVOKE", "SHUTDOWN"], "default events");
+
+    let errs = api.requests_to(Endpoint::InitError);
+    assert_eq!(errs.len(), 1, "{}", api.describe());
+    let msg = check_error_request(&api, &errs[0], "Extension.ConfigInvalid");
+    assert!(msg.contains(var), "errorMessage does not name {var}: {msg}");
+    for word in must_mention {
+        assert!(msg.contains(word), "errorMessage lacks {word:?}: {msg}");
+    }
+    assert_none(&api, Endpoint::Next);
+    assert_none(&api, Endpoint::ExitError);
+    assert!(!sb.path("handler-ran").exists(), "handler ran");
+}
+
+#[test]
+fn config_missing_handler() {
+    bad_config("SHELL_EXT_HANDLER", None, &[]);
+}
+
+#[test]
+fn config_unknown_event() {
+    bad_config(
+        "SHELL_EXT_EVENTS",
+        Some("INVOKE,BOGUS"),
+        &["INVOKE", "SHUTDOWN"],
+    );
+}
+
+#[test]
+fn config_bad_number() {
+    bad_config("SHELL_EXT_TIMEOUT_MARGIN_MS", Some("12ms"), &[]);
+}
+
+#[test]
+fn config_bad_mode() {
+    bad_config("SHELL_EXT_ON_ERROR", Some("retry"), &["exit", "continue"]);
+}
