@@ -26,7 +26,7 @@ release-static:
 	@echo "built target/$(MUSL_TARGET)/release/$(BIN)"
 
 test:
-	$(CARGO) test --all-targets
+	$(CARGO) test
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -150,7 +150,9 @@ impl NextEventResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ErrorRequest {
+    #[serde(default)]
     pub error_message: String,
+    #[serde(default)]
     pub error_type: String,
 }
 

@@ -92,6 +92,9 @@ pub enum ClientError {
         /// is not that JSON.
         error: ErrorRequest,
     },
+    /// The request could not be sent as asked (for example a header value with a newline, or a
+    /// telemetry subscription without a schema version); nothing reached the API.
+    InvalidRequest { endpoint: Endpoint, reason: String },
     /// Registration succeeded but the response had no `Lambda-Extension-Identifier` header.
     MissingIdentifier,
     /// A 200 response whose body is not what the API documents.
@@ -157,6 +160,9 @@ impl fmt::Display for ClientError {
                 }
                 Ok(())
             }
+            ClientError::InvalidRequest { endpoint, reason } => {
+                write!(f, "{endpoint}: the request was not sent: {reason}")
+            }
             ClientError::MissingIdentifier => write!(
                 f,
                 "register: the Lambda API answered 200 without a {EXTENSION_IDENTIFIER_HEADER} header"
@@ -167,7 +173,7 @@ impl fmt::Display for ClientError {
                 body_start,
             } => write!(
                 f,
-                "{endpoint}: the Lambda API sent a body that is not a valid event ({source}): {body_start:?}"
+                "{endpoint}: the Lambda API sent a body that is not the documented JSON ({source}): {body_start:?}"
             ),
         }
     }
@@ -184,7 +190,7 @@ impl std::error::Error for ClientError {
 }
 
 /// Starts the protocol: knows where the API is and what the extension is called.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct RegistrationClient {
     agent: ureq::Agent,
     runtime_api: Option<String>,
@@ -232,7 +238,10 @@ impl RegistrationClient {
         self,
         request: &RegistrationRequest,
     ) -> Result<(InvocationClient, RegistrationResponse), ClientError> {
-        let runtime_api = self.runtime_api.ok_or(ClientError::MissingRuntimeApi)?;
+        let runtime_api = self
+            .runtime_api
+            .filter(|address| !address.trim().is_empty())
+            .ok_or(ClientError::MissingRuntimeApi)?;
         let name = self
             .extension_name
             .ok_or(ClientError::MissingExtensionName)?;
@@ -280,6 +289,7 @@ impl RegistrationClient {
 }
 
 /// A registered extension: asks for events, reports errors, subscribes to logs.
+#[derive(Debug)]
 pub struct InvocationClient {
     agent: ureq::Agent,
     extension_id: String,
@@ -354,6 +364,14 @@ impl InvocationClient {
     /// Subscribes to the Telemetry API; `subscription.schema_version` must be set (for example
     /// `2025-01-29`). Init only.
     pub fn telemetry_register(&self, subscription: &LogSubscription) -> Result<(), ClientError> {
+        if subscription.schema_version.is_none() {
+            return Err(ClientError::InvalidRequest {
+                endpoint: Endpoint::TelemetrySubscribe,
+                reason:
+                    "a telemetry subscription needs a schema_version, for example \"2025-01-29\""
+                        .into(),
+            });
+        }
         self.subscribe(
             Endpoint::TelemetrySubscribe,
             &self.telemetry_url,
@@ -421,11 +439,18 @@ fn request_builder_config<B>(builder: ureq::RequestBuilder<B>) -> ureq::RequestB
     builder.config().http_status_as_error(false).build()
 }
 
+/// Sorts a ureq error: a request that could not even be built is not worth retrying.
 fn transport(endpoint: Endpoint, url: &str, source: ureq::Error) -> ClientError {
-    ClientError::Transport {
-        endpoint,
-        url: url.to_string(),
-        source,
+    match source {
+        ureq::Error::Http(_) | ureq::Error::BadUri(_) => ClientError::InvalidRequest {
+            endpoint,
+            reason: source.to_string(),
+        },
+        source => ClientError::Transport {
+            endpoint,
+            url: url.to_string(),
+            source,
+        },
     }
 }
 
@@ -452,10 +477,13 @@ fn expect_status(
     if accepted(status) {
         return Ok(());
     }
-    let error = serde_json::from_slice::<ErrorRequest>(body).unwrap_or_else(|_| ErrorRequest {
-        error_message: body_start(body),
-        error_type: String::new(),
-    });
+    let error = serde_json::from_slice::<ErrorRequest>(body)
+        .ok()
+        .filter(|error| !error.error_message.is_empty() || !error.error_type.is_empty())
+        .unwrap_or_else(|| ErrorRequest {
+            error_message: body_start(body),
+            error_type: String::new(),
+        });
     Err(ClientError::Status {
         endpoint,
         status,

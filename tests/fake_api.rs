@@ -293,3 +293,103 @@ fn fake_api_faults() {
     assert!(t.elapsed() >= ms(200));
     assert_eq!(api.count(Endpoint::Next), 3);
 }
+
+/// Logs and Telemetry subscription endpoints: identifier validated like the Extensions API
+/// (403), body validated (400), 200 `"OK"`, wrong method 405, faults injectable, prefix honoured.
+#[test]
+fn fake_api_logs_and_telemetry_subscriptions() {
+    let api = FakeApi::start_with_prefix("/.rt");
+    let root = format!("http://{}", api.runtime_api());
+    let a = agent();
+    let put = |path: &str, id: Option<&str>, body: &str| -> (u16, String) {
+        let mut r = a.put(format!("{root}{path}"));
+        if let Some(id) = id {
+            r = r.header("Lambda-Extension-Identifier", id);
+        }
+        let mut resp = r.send(body).expect("PUT");
+        (
+            resp.status().as_u16(),
+            resp.body_mut().read_to_string().unwrap(),
+        )
+    };
+    let error_type = |body: &str| -> String {
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        v["errorType"].as_str().unwrap_or("").to_string()
+    };
+    let logs =
+        r#"{"destination":{"protocol":"HTTP","URI":"http://sandbox:1234"},"types":["platform"]}"#;
+    let telemetry = r#"{"schemaVersion":"2025-01-29","destination":{"protocol":"HTTP","URI":"http://sandbox:1234"},"types":["platform"]}"#;
+
+    // Before registration: missing, malformed and unknown identifiers.
+    for path in ["/2020-08-15/logs", "/2022-07-01/telemetry"] {
+        let (status, body) = put(path, None, logs);
+        assert_eq!(status, 403, "{path}: {body}");
+        assert_eq!(error_type(&body), "Extension.MissingExtensionIdentifier");
+        let (status, body) = put(path, Some("nope"), logs);
+        assert_eq!(status, 403, "{path}: {body}");
+        assert_eq!(error_type(&body), "Extension.InvalidExtensionIdentifier");
+        let (status, body) = put(path, Some(&uuid_like()), logs);
+        assert_eq!(status, 403, "{path}: {body}");
+        assert_eq!(error_type(&body), "Extension.UnknownExtensionIdentifier");
+    }
+
+    let r = call(
+        &a,
+        "POST",
+        &format!("{root}/2020-01-01/extension/register"),
+        &[("Lambda-Extension-Name", "x")],
+        Some("{}"),
+    );
+    assert_eq!(r.status, 200);
+    let id = r.header("Lambda-Extension-Identifier").unwrap().to_string();
+
+    assert_eq!(
+        put("/2020-08-15/logs", Some(&id), logs),
+        (200, "\"OK\"".into())
+    );
+    assert_eq!(
+        put("/2022-07-01/telemetry", Some(&id), telemetry),
+        (200, "\"OK\"".into())
+    );
+    // Telemetry requires schemaVersion; both require non-empty types.
+    let (status, body) = put("/2022-07-01/telemetry", Some(&id), logs);
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(error_type(&body), "ValidationError");
+    let (status, body) = put(
+        "/2020-08-15/logs",
+        Some(&id),
+        r#"{"destination":{"protocol":"HTTP","URI":"http://sandbox:1"},"types":[]}"#,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(error_type(&body), "Logs.ValidationError");
+
+    // Faults, per endpoint.
+    api.fault_times(Endpoint::Telemetry, Fault::Status(500, "{}".into()), 1);
+    assert_eq!(put("/2022-07-01/telemetry", Some(&id), telemetry).0, 500);
+    assert_eq!(put("/2020-08-15/logs", Some(&id), logs).0, 200);
+    assert_eq!(put("/2022-07-01/telemetry", Some(&id), telemetry).0, 200);
+
+    // Wrong method: 405; without the prefix: 404.
+    let r = call(
+        &a,
+        "POST",
+        &format!("{root}/2020-08-15/logs"),
+        &[],
+        Some(logs),
+    );
+    assert_eq!(r.status, 405);
+    let r = a
+        .put(format!("http://{}/2020-08-15/logs", api.addr()))
+        .header("Lambda-Extension-Identifier", &id)
+        .send(logs)
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+
+    assert_eq!(api.count(Endpoint::Logs), 6, "{}", api.describe());
+    assert_eq!(api.count(Endpoint::Telemetry), 7, "{}", api.describe());
+    assert_eq!(api.count(Endpoint::Unknown), 2, "{}", api.describe());
+    assert_eq!(
+        api.requests_to(Endpoint::Logs)[0].path,
+        "/.rt/2020-08-15/logs"
+    );
+}

@@ -1,5 +1,7 @@
 //! A fake AWS Lambda Extensions API (2020-01-01), faithful to what AWS's runtime interface
-//! emulator (RIE) answers, written on `std::net` + threads.
+//! emulator (RIE) answers, written on `std::net` + threads. It also answers the subscription
+//! endpoints of the Logs API (`PUT /2020-08-15/logs`) and the Telemetry API
+//! (`PUT /2022-07-01/telemetry`) as Lambda does: 200 `"OK"` (it never delivers any batch).
 //!
 //! * HTTP/1.1 with keep-alive, `Content-Length` and chunked request bodies.
 //! * Records every request (method, path, headers, body, arrival time) for assertions.
@@ -17,6 +19,10 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub const API_VERSION: &str = "/2020-01-01/extension";
+/// Path (after the prefix) of the Logs API subscription.
+pub const LOGS_PATH: &str = "/2020-08-15/logs";
+/// Path (after the prefix) of the Telemetry API subscription.
+pub const TELEMETRY_PATH: &str = "/2022-07-01/telemetry";
 pub const FUNCTION_ARN: &str = "arn:aws:lambda:us-east-1:123456789012:function:fn";
 
 /// Which Extensions API call a request was.
@@ -26,6 +32,10 @@ pub enum Endpoint {
     Next,
     InitError,
     ExitError,
+    /// `PUT /2020-08-15/logs` (Logs API subscription).
+    Logs,
+    /// `PUT /2022-07-01/telemetry` (Telemetry API subscription).
+    Telemetry,
     /// Anything else (wrong path, wrong prefix, wrong method): answered 404/405.
     Unknown,
 }
@@ -641,10 +651,15 @@ fn read_request(r: &mut BufReader<TcpStream>, prefix: &str) -> Result<Option<Req
 }
 
 fn classify(method: &str, path: &str, prefix: &str) -> Endpoint {
-    let Some(rest) = path
-        .strip_prefix(prefix)
-        .and_then(|p| p.strip_prefix(API_VERSION))
-    else {
+    let Some(after_prefix) = path.strip_prefix(prefix) else {
+        return Endpoint::Unknown;
+    };
+    match (method, after_prefix) {
+        ("PUT", LOGS_PATH) => return Endpoint::Logs,
+        ("PUT", TELEMETRY_PATH) => return Endpoint::Telemetry,
+        _ => {}
+    }
+    let Some(rest) = after_prefix.strip_prefix(API_VERSION) else {
         return Endpoint::Unknown;
     };
     match (method, rest) {
@@ -691,9 +706,12 @@ fn handle(inner: &Inner, req: &Request) -> Outcome {
         Endpoint::Next => return next(inner, req),
         Endpoint::InitError => report_error(inner, req, true),
         Endpoint::ExitError => report_error(inner, req, false),
+        Endpoint::Logs => subscribe(inner, req, false),
+        Endpoint::Telemetry => subscribe(inner, req, true),
         Endpoint::Unknown => {
-            let known = classify("POST", &req.path, &inner.prefix) != Endpoint::Unknown
-                || classify("GET", &req.path, &inner.prefix) != Endpoint::Unknown;
+            let known = ["POST", "GET", "PUT"]
+                .iter()
+                .any(|m| classify(m, &req.path, &inner.prefix) != Endpoint::Unknown);
             if known {
                 Response {
                     status: 405,
@@ -896,6 +914,36 @@ fn report_error(inner: &Inner, req: &Request, init: bool) -> Response {
         ExtState::ExitErrored
     });
     Response::json(202, r#"{"status":"OK"}"#)
+}
+
+/// `PUT /2020-08-15/logs` and `PUT /2022-07-01/telemetry`: the identifier is validated by the
+/// same middleware as the Extensions API (403), then the body as Lambda documents it (400
+/// `Logs.ValidationError` / `ValidationError`: JSON object with `destination` and a non-empty
+/// `types`, plus `schemaVersion` for Telemetry); success is 200 with the JSON string `"OK"`.
+fn subscribe(inner: &Inner, req: &Request, telemetry: bool) -> Response {
+    if let Err(resp) = check_identifier(inner, req) {
+        return resp;
+    }
+    let error_type = if telemetry {
+        "ValidationError"
+    } else {
+        "Logs.ValidationError"
+    };
+    let body: serde_json::Value = match serde_json::from_slice(&req.body) {
+        Ok(v) => v,
+        Err(e) => return Response::error(400, error_type, &e.to_string()),
+    };
+    if !body.get("destination").is_some_and(|d| d.is_object()) {
+        return Response::error(400, error_type, "destination is required");
+    }
+    let types = body.get("types").and_then(|t| t.as_array());
+    if types.is_none_or(|t| t.is_empty()) {
+        return Response::error(400, error_type, "types should not be empty");
+    }
+    if telemetry && !body.get("schemaVersion").is_some_and(|v| v.is_string()) {
+        return Response::error(400, error_type, "schemaVersion is required");
+    }
+    Response::json(200, r#""OK""#)
 }
 
 /// Epoch milliseconds now.

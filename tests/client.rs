@@ -1,0 +1,857 @@
+//! Library-level tests of `lambda_shell_extension::client`: `RegistrationClient` and
+//! `InvocationClient` driven directly (no binary) against the in-test fake API, asserting on
+//! what crossed the wire and on the typed results and errors.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use lambda_shell_extension::api::{
+    ErrorRequest, Event, InvokeEvent, LifecycleEvent, LogSubscription, LogType,
+    RegistrationRequest, RegistrationResponse, ShutdownEvent, Tracing,
+};
+use lambda_shell_extension::client::{
+    ClientError, Endpoint as ClientEndpoint, InvocationClient, RegistrationClient, RUNTIME_API_ENV,
+};
+use serde_json::json;
+
+const NAME: &str = "x";
+const TRACE: &str = "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1";
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::new_with_defaults()
+}
+
+fn client_for(runtime_api: &str) -> RegistrationClient {
+    RegistrationClient::new(agent())
+        .with_runtime_api(runtime_api)
+        .with_extension_name(NAME)
+}
+
+/// Registers with the defaults and returns the invocation client.
+fn registered(api: &FakeApi) -> InvocationClient {
+    let (client, _) = client_for(&api.runtime_api())
+        .register_default()
+        .unwrap_or_else(|e| panic!("register: {e}; log:\n{}", api.describe()));
+    client
+}
+
+/// The only request to `ep`.
+fn only(api: &FakeApi, ep: Endpoint) -> Request {
+    let reqs = api.requests_to(ep);
+    assert_eq!(reqs.len(), 1, "{ep:?} requests; log:\n{}", api.describe());
+    reqs.into_iter().next().unwrap()
+}
+
+/// Exactly one header of that name, with that value.
+fn assert_single_header(req: &Request, name: &str, value: &str) {
+    assert_eq!(req.header_all(name), vec![value], "{name} in {req:?}");
+}
+
+fn expect_err<T>(result: Result<T, ClientError>, what: &str) -> ClientError {
+    match result {
+        Ok(_) => panic!("{what}: expected an error, got Ok"),
+        Err(e) => e,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Registration
+
+#[test]
+fn register_default_wire_format_and_response() {
+    let api = FakeApi::start();
+    let (client, registration) = client_for(&api.runtime_api())
+        .register_default()
+        .expect("register");
+
+    let reqs = api.requests();
+    assert_eq!(reqs.len(), 1, "{}", api.describe());
+    let req = &reqs[0];
+    assert_eq!(req.endpoint, Endpoint::Register);
+    assert_eq!(req.method, "POST");
+    assert_eq!(req.path, "/2020-01-01/extension/register");
+    assert_single_header(req, "Lambda-Extension-Name", NAME);
+    assert_single_header(req, "Lambda-Extension-Accept-Feature", "accountId");
+    assert_single_header(req, "Content-Type", "application/json");
+    assert_eq!(
+        String::from_utf8_lossy(&req.body),
+        r#"{"events":["INVOKE","SHUTDOWN"]}"#
+    );
+
+    assert_eq!(
+        registration,
+        RegistrationResponse {
+            function_name: "fn".into(),
+            function_version: "$LATEST".into(),
+            handler: "index.handler".into(),
+            account_id: Some("123456789012".into()),
+        }
+    );
+    let sent_id = api.extension_id().expect("the fake handed out an id");
+    assert_eq!(client.extension_id(), sent_id);
+    assert_eq!(client.extension_name(), NAME);
+    assert_all_known(&api);
+}
+
+#[test]
+fn register_sends_the_requested_events() {
+    let api = FakeApi::start();
+    let (_client, _) = client_for(&api.runtime_api())
+        .register(&RegistrationRequest {
+            events: vec![LifecycleEvent::Shutdown],
+        })
+        .expect("register");
+    let req = only(&api, Endpoint::Register);
+    assert_eq!(
+        String::from_utf8_lossy(&req.body),
+        r#"{"events":["SHUTDOWN"]}"#
+    );
+    assert_single_header(&req, "Content-Type", "application/json");
+}
+
+#[test]
+fn register_errors_are_typed() {
+    // A second registration with the same fake: RIE's 403 Extension.InvalidExtensionState.
+    let api = FakeApi::start();
+    registered(&api);
+    let err = expect_err(
+        client_for(&api.runtime_api()).register_default(),
+        "second register",
+    );
+    match &err {
+        ClientError::Status {
+            endpoint: ClientEndpoint::Register,
+            status: 403,
+            error,
+        } => assert_eq!(error.error_type, "Extension.InvalidExtensionState"),
+        other => panic!("expected a 403 Status error, got {other:?}"),
+    }
+    assert!(err.is_fatal());
+    let text = err.to_string();
+    assert!(text.starts_with("register: "), "{text}");
+    assert!(
+        text.contains("403 Extension.InvalidExtensionState: State transition"),
+        "{text}"
+    );
+    assert!(text.contains("non-recoverable"), "{text}");
+
+    // 200 without the identifier header.
+    let api = FakeApi::start();
+    api.fault(
+        Endpoint::Register,
+        Fault::Status(200, r#"{"functionName":"fn"}"#.into()),
+    );
+    let err = expect_err(
+        client_for(&api.runtime_api()).register_default(),
+        "no identifier",
+    );
+    assert!(
+        matches!(err, ClientError::MissingIdentifier),
+        "expected MissingIdentifier, got {err:?}"
+    );
+    assert!(
+        err.to_string().contains("Lambda-Extension-Identifier"),
+        "{err}"
+    );
+    assert!(!err.is_fatal() && !err.is_transport());
+
+    // 200 + identifier, body not JSON.
+    let api = FakeApi::start();
+    api.fault(Endpoint::Register, Fault::Unparsable);
+    let err = expect_err(
+        client_for(&api.runtime_api()).register_default(),
+        "unparsable",
+    );
+    match &err {
+        ClientError::InvalidBody {
+            endpoint: ClientEndpoint::Register,
+            body_start,
+            ..
+        } => assert!(body_start.contains("<<not json"), "{body_start}"),
+        other => panic!("expected InvalidBody, got {other:?}"),
+    }
+
+    // Nothing listening: a transport error naming the URL.
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let runtime_api = format!("127.0.0.1:{port}");
+    let err = expect_err(client_for(&runtime_api).register_default(), "refused");
+    assert!(err.is_transport(), "{err:?}");
+    assert!(!err.is_fatal());
+    assert_eq!(err.status(), None);
+    let text = err.to_string();
+    assert!(
+        text.starts_with(&format!(
+            "register: no response from the Lambda API at http://{runtime_api}/2020-01-01/extension/register: "
+        )),
+        "{text}"
+    );
+}
+
+/// Every call goes under the path the API address carries (`host:port/.rt`), also with a
+/// trailing slash.
+#[test]
+fn api_address_with_a_path_prefix() {
+    for suffix in ["", "/"] {
+        let api = FakeApi::start_with_prefix("/.rt");
+        let (client, registration) = client_for(&format!("{}{suffix}", api.runtime_api()))
+            .register_default()
+            .unwrap_or_else(|e| panic!("register with {suffix:?}: {e}"));
+        assert_eq!(registration.function_name, "fn");
+        let invoke = api.push_invoke("r-1", deadline_in(60_000));
+        assert_eq!(client.next_event().expect("next").body, invoke);
+        client
+            .log_register(&LogSubscription::http(
+                "http://sandbox:1234",
+                vec![LogType::Platform],
+            ))
+            .expect("logs");
+        let mut telemetry = LogSubscription::http("http://sandbox:1234", vec![LogType::Function]);
+        telemetry.schema_version = Some("2025-01-29".into());
+        client.telemetry_register(&telemetry).expect("telemetry");
+        client
+            .exit_error("Extension.Test", "bye")
+            .expect("exit/error");
+
+        let paths: Vec<String> = api.requests().into_iter().map(|r| r.path).collect();
+        assert_eq!(
+            paths,
+            vec![
+                "/.rt/2020-01-01/extension/register",
+                "/.rt/2020-01-01/extension/event/next",
+                "/.rt/2020-08-15/logs",
+                "/.rt/2022-07-01/telemetry",
+                "/.rt/2020-01-01/extension/exit/error",
+            ],
+            "suffix {suffix:?}"
+        );
+        assert_all_known(&api);
+    }
+}
+
+const MISSING_API_CHILD: &str = "CLIENT_TEST_MISSING_RUNTIME_API_CHILD";
+
+/// Without `with_runtime_api` and with `AWS_LAMBDA_RUNTIME_API` unset (or empty), `register` is a
+/// typed error with a readable message. The environment is changed only in a child process (this
+/// test binary re-run for this one test), never in this multi-threaded one.
+#[test]
+fn missing_runtime_api_is_a_typed_error() {
+    if std::env::var_os(MISSING_API_CHILD).is_some() {
+        let err = expect_err(
+            RegistrationClient::new(agent())
+                .with_extension_name(NAME)
+                .register_default(),
+            "register without an API address",
+        );
+        assert!(
+            matches!(err, ClientError::MissingRuntimeApi),
+            "expected MissingRuntimeApi, got {err:?}"
+        );
+        println!("child checked: {err}");
+        return;
+    }
+
+    let text = ClientError::MissingRuntimeApi.to_string();
+    assert!(
+        text.starts_with("AWS_LAMBDA_RUNTIME_API is not set"),
+        "{text}"
+    );
+    assert!(!ClientError::MissingRuntimeApi.is_fatal());
+    assert!(!ClientError::MissingRuntimeApi.is_transport());
+    assert_eq!(ClientError::MissingRuntimeApi.status(), None);
+
+    for value in [None, Some("")] {
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.args([
+            "--exact",
+            "missing_runtime_api_is_a_typed_error",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(MISSING_API_CHILD, "1");
+        match value {
+            None => cmd.env_remove(RUNTIME_API_ENV),
+            Some(v) => cmd.env(RUNTIME_API_ENV, v),
+        };
+        let out = cmd.output().expect("run the test binary");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "child ({value:?}) failed:\n{stdout}\n{stderr}"
+        );
+        assert!(
+            stdout.contains(&format!("child checked: {text}")),
+            "child ({value:?}) did not run the check:\n{stdout}\n{stderr}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// event/next
+
+#[test]
+fn next_event_returns_typed_event_and_exact_bytes() {
+    let api = FakeApi::start();
+    let client = registered(&api);
+
+    let deadline = deadline_in(60_000);
+    let invoke = api.push_invoke("r-1", deadline);
+    let next = client.next_event().expect("invoke");
+    assert_eq!(
+        next.event,
+        Event::Invoke(InvokeEvent {
+            deadline_ms: deadline,
+            request_id: "r-1".into(),
+            invoked_function_arn: FUNCTION_ARN.into(),
+            tracing: Some(Tracing {
+                kind: "X-Amzn-Trace-Id".into(),
+                value: TRACE.into(),
+            }),
+        })
+    );
+    assert_eq!(next.body, invoke);
+
+    // Surrounding whitespace, unusual spacing, key order and unknown fields: the bytes are kept, not re-serialised.
+    let raw = b" \n{ \"requestId\" : \"r-2\",\n \"extra\": [1, 2.50],\"eventType\":\"INVOKE\", \"deadlineMs\": 7 }\n"
+        .to_vec();
+    api.push_raw(raw.clone(), Some("application/json"));
+    let next = client.next_event().expect("raw invoke");
+    assert_eq!(next.body, raw);
+    assert_eq!(
+        next.event,
+        Event::Invoke(InvokeEvent {
+            deadline_ms: 7,
+            request_id: "r-2".into(),
+            invoked_function_arn: String::new(),
+            tracing: None,
+        })
+    );
+
+    let shutdown = api.push_shutdown("spindown", 42);
+    let next = client.next_event().expect("shutdown");
+    assert_eq!(
+        next.event,
+        Event::Shutdown(ShutdownEvent {
+            shutdown_reason: "spindown".into(),
+            deadline_ms: 42,
+        })
+    );
+    assert_eq!(next.body, shutdown);
+
+    let id = api.extension_id().unwrap();
+    let nexts = api.requests_to(Endpoint::Next);
+    assert_eq!(nexts.len(), 3, "{}", api.describe());
+    for req in &nexts {
+        assert_eq!(req.method, "GET");
+        assert_eq!(req.path, "/2020-01-01/extension/event/next");
+        assert_single_header(req, "Lambda-Extension-Identifier", &id);
+        assert!(req.body.is_empty(), "{req:?}");
+    }
+    assert_eq!(
+        api.served(),
+        vec![invoke, raw, shutdown],
+        "events served in order"
+    );
+}
+
+#[test]
+fn next_event_invalid_body() {
+    let api = FakeApi::start();
+    let client = registered(&api);
+
+    api.fault_times(Endpoint::Next, Fault::Unparsable, 1);
+    let err = expect_err(client.next_event(), "unparsable");
+    match &err {
+        ClientError::InvalidBody {
+            endpoint: ClientEndpoint::NextEvent,
+            body_start,
+            ..
+        } => assert_eq!(body_start, "{\"eventType\": \"INVOKE\", <<not json"),
+        other => panic!("expected InvalidBody, got {other:?}"),
+    }
+    assert!(!err.is_fatal() && !err.is_transport());
+    assert_eq!(err.status(), None);
+    assert!(std::error::Error::source(&err).is_some());
+    let text = err.to_string();
+    assert!(text.starts_with("event/next: "), "{text}");
+    assert!(text.contains("<<not json"), "{text}");
+
+    // Valid JSON, unknown event type.
+    api.push_raw(
+        br#"{"eventType":"RESTORE","deadlineMs":1}"#.to_vec(),
+        Some("application/json"),
+    );
+    let err = expect_err(client.next_event(), "unknown event type");
+    assert!(
+        matches!(
+            &err,
+            ClientError::InvalidBody { endpoint: ClientEndpoint::NextEvent, body_start, .. }
+                if body_start == r#"{"eventType":"RESTORE","deadlineMs":1}"#
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn next_event_500_is_fatal_with_the_api_error() {
+    let api = FakeApi::start();
+    let client = registered(&api);
+    api.fault(
+        Endpoint::Next,
+        Fault::Status(
+            500,
+            r#"{"errorMessage":"Internal Server Error","errorType":"InternalServerError"}"#.into(),
+        ),
+    );
+    let err = expect_err(client.next_event(), "500");
+    match &err {
+        ClientError::Status {
+            endpoint: ClientEndpoint::NextEvent,
+            status: 500,
+            error,
+        } => assert_eq!(
+            error,
+            &ErrorRequest {
+                error_message: "Internal Server Error".into(),
+                error_type: "InternalServerError".into(),
+            }
+        ),
+        other => panic!("expected a 500 Status error, got {other:?}"),
+    }
+    assert!(err.is_fatal());
+    assert!(!err.is_transport());
+    assert_eq!(err.status(), Some(500));
+    assert_eq!(
+        err.to_string(),
+        "event/next: the Lambda API answered 500 InternalServerError: Internal Server Error \
+         (non-recoverable: the extension must exit)"
+    );
+}
+
+#[test]
+fn next_event_403_is_fatal_with_the_api_error() {
+    // The fake's own 403: event/next after init/error is an invalid state transition.
+    let api = FakeApi::start();
+    let client = registered(&api);
+    client
+        .init_error("Extension.Test", "init failed")
+        .expect("init/error");
+    let err = expect_err(client.next_event(), "next after init/error");
+    match &err {
+        ClientError::Status {
+            endpoint: ClientEndpoint::NextEvent,
+            status: 403,
+            error,
+        } => {
+            assert_eq!(error.error_type, "Extension.InvalidExtensionState");
+            assert!(error.error_message.starts_with("State transition from"));
+        }
+        other => panic!("expected a 403 Status error, got {other:?}"),
+    }
+    assert!(err.is_fatal());
+    let text = err.to_string();
+    assert!(
+        text.starts_with("event/next: the Lambda API answered 403 Extension.InvalidExtensionState: State transition from"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with(" (non-recoverable: the extension must exit)"),
+        "{text}"
+    );
+
+    // An injected 403 with the identifier error RIE's middleware sends.
+    let api = FakeApi::start();
+    let client = registered(&api);
+    api.fault(
+        Endpoint::Next,
+        Fault::Status(
+            403,
+            r#"{"errorMessage":"Unknown extension 1","errorType":"Extension.UnknownExtensionIdentifier"}"#
+                .into(),
+        ),
+    );
+    let err = expect_err(client.next_event(), "403");
+    assert_eq!(err.status(), Some(403));
+    assert!(err.is_fatal() && !err.is_transport());
+    assert_eq!(
+        err.to_string(),
+        "event/next: the Lambda API answered 403 Extension.UnknownExtensionIdentifier: \
+         Unknown extension 1 (non-recoverable: the extension must exit)"
+    );
+}
+
+#[test]
+fn next_event_other_status_is_not_fatal_and_keeps_a_raw_body() {
+    let api = FakeApi::start();
+    let client = registered(&api);
+    api.fault(Endpoint::Next, Fault::Status(404, "page not found".into()));
+    let err = expect_err(client.next_event(), "404");
+    match &err {
+        ClientError::Status {
+            status: 404, error, ..
+        } => assert_eq!(
+            error,
+            &ErrorRequest {
+                error_message: "page not found".into(),
+                error_type: String::new(),
+            }
+        ),
+        other => panic!("expected a 404 Status error, got {other:?}"),
+    }
+    assert!(!err.is_fatal());
+    assert_eq!(
+        err.to_string(),
+        "event/next: the Lambda API answered 404: page not found"
+    );
+}
+
+#[test]
+fn next_event_dropped_connection_is_transport() {
+    let api = FakeApi::start();
+    let client = registered(&api);
+    api.fault(Endpoint::Next, Fault::Drop);
+    let err = expect_err(client.next_event(), "dropped");
+    assert!(err.is_transport(), "{err:?}");
+    assert!(!err.is_fatal());
+    assert_eq!(err.status(), None);
+    let url = format!(
+        "http://{}/2020-01-01/extension/event/next",
+        api.runtime_api()
+    );
+    match &err {
+        ClientError::Transport {
+            endpoint: ClientEndpoint::NextEvent,
+            url: got,
+            ..
+        } => assert_eq!(got, &url),
+        other => panic!("expected Transport, got {other:?}"),
+    }
+    assert!(std::error::Error::source(&err).is_some());
+    let text = err.to_string();
+    assert!(
+        text.starts_with(&format!(
+            "event/next: no response from the Lambda API at {url}: "
+        )),
+        "{text}"
+    );
+    assert!(api.count(Endpoint::Next) >= 1, "{}", api.describe());
+}
+
+// ---------------------------------------------------------------------------------------------
+// init/error, exit/error
+
+fn check_error_report(api: &FakeApi, req: &Request, path: &str, ty: &str, message: &str) {
+    assert_eq!(req.method, "POST");
+    assert_eq!(req.path, path);
+    let id = api.extension_id().unwrap();
+    assert_single_header(req, "Lambda-Extension-Identifier", &id);
+    assert_single_header(req, "Lambda-Extension-Function-Error-Type", ty);
+    assert_single_header(req, "Content-Type", "application/json");
+    assert_eq!(
+        req.json(),
+        json!({"errorMessage": message, "errorType": ty})
+    );
+}
+
+#[test]
+fn init_error_wire_format_and_202() {
+    let api = FakeApi::start();
+    let client = registered(&api);
+    let message = " config \"x\" is\ninvalid: ü\n";
+    // The fake answers init/error with 202 {"status":"OK"}, as RIE does.
+    client
+        .init_error("Extension.ConfigInvalid", message)
+        .expect("202 is success");
+    let req = only(&api, Endpoint::InitError);
+    check_error_report(
+        &api,
+        &req,
+        "/2020-01-01/extension/init/error",
+        "Extension.ConfigInvalid",
+        message,
+    );
+    assert_all_known(&api);
+}
+
+#[test]
+fn exit_error_wire_format_and_202() {
+    let api = FakeApi::start();
+    let client = registered(&api);
+    api.push_invoke("r-1", deadline_in(60_000));
+    client.next_event().expect("next");
+    client
+        .exit_error("Extension.UnknownReason", "command failed")
+        .expect("202 is success");
+    let req = only(&api, Endpoint::ExitError);
+    check_error_report(
+        &api,
+        &req,
+        "/2020-01-01/extension/exit/error",
+        "Extension.UnknownReason",
+        "command failed",
+    );
+    assert_all_known(&api);
+}
+
+#[test]
+fn error_reports_accept_any_2xx_and_type_the_rest() {
+    let api = FakeApi::start();
+    let client = registered(&api);
+    api.fault_times(Endpoint::InitError, Fault::Status(200, "{}".into()), 1);
+    client.init_error("Extension.A", "a").expect("200");
+    api.fault_times(Endpoint::InitError, Fault::Status(204, String::new()), 1);
+    client.init_error("Extension.A", "a").expect("204");
+
+    // The fake's own 403: exit/error after init/error is an invalid state transition. (The
+    // injected answers above never reached the fake's state machine.)
+    client.init_error("Extension.A", "a").expect("202");
+    let err = expect_err(client.exit_error("Extension.B", "b"), "exit after init");
+    match &err {
+        ClientError::Status {
+            endpoint: ClientEndpoint::ExitError,
+            status: 403,
+            error,
+        } => assert_eq!(error.error_type, "Extension.InvalidExtensionState"),
+        other => panic!("expected a 403 Status error, got {other:?}"),
+    }
+    assert!(err.is_fatal());
+    assert!(err.to_string().starts_with("exit/error: "), "{err}");
+
+    api.fault_times(
+        Endpoint::InitError,
+        Fault::Status(
+            500,
+            r#"{"errorMessage":"boom","errorType":"InternalServerError"}"#.into(),
+        ),
+        1,
+    );
+    let err = expect_err(client.init_error("Extension.A", "a"), "500");
+    assert_eq!(err.status(), Some(500));
+    assert!(err.is_fatal());
+    assert_eq!(
+        err.to_string(),
+        "init/error: the Lambda API answered 500 InternalServerError: boom \
+         (non-recoverable: the extension must exit)"
+    );
+    assert_eq!(api.count(Endpoint::InitError), 4, "{}", api.describe());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Logs and Telemetry subscriptions
+
+fn expected_subscription(schema: Option<&str>) -> serde_json::Value {
+    let mut body = json!({
+        "destination": {"protocol": "HTTP", "URI": "http://sandbox:1234"},
+        "types": ["platform", "function"],
+        "buffering": {"maxBytes": 1_048_576, "maxItems": 10_000, "timeoutMs": 500},
+    });
+    if let Some(schema) = schema {
+        body["schemaVersion"] = json!(schema);
+    }
+    body
+}
+
+fn check_subscription(api: &FakeApi, req: &Request, path: &str, schema: Option<&str>) {
+    assert_eq!(req.method, "PUT");
+    assert_eq!(req.path, path);
+    let id = api.extension_id().unwrap();
+    assert_single_header(req, "Lambda-Extension-Identifier", &id);
+    assert_single_header(req, "Content-Type", "application/json");
+    assert_eq!(req.json(), expected_subscription(schema));
+}
+
+#[test]
+fn log_register_wire_format_and_statuses() {
+    let api = FakeApi::start();
+    let client = registered(&api);
+    let subscription = LogSubscription::http(
+        "http://sandbox:1234",
+        vec![LogType::Platform, LogType::Function],
+    );
+
+    // 200 "OK" from the fake.
+    client.log_register(&subscription).expect("200");
+    let req = only(&api, Endpoint::Logs);
+    check_subscription(&api, &req, "/2020-08-15/logs", None);
+
+    // RIE's stub answers 202.
+    api.fault_times(
+        Endpoint::Logs,
+        Fault::Status(
+            202,
+            r#"{"errorType":"Logs.NotSupported","errorMessage":"Logs API is not supported"}"#
+                .into(),
+        ),
+        1,
+    );
+    client.log_register(&subscription).expect("202");
+
+    // 400: a Status error, not fatal.
+    api.fault_times(
+        Endpoint::Logs,
+        Fault::Status(
+            400,
+            r#"{"errorType":"Logs.ValidationError","errorMessage":"URI port is not provided"}"#
+                .into(),
+        ),
+        1,
+    );
+    let err = expect_err(client.log_register(&subscription), "400");
+    match &err {
+        ClientError::Status {
+            endpoint: ClientEndpoint::LogsSubscribe,
+            status: 400,
+            error,
+        } => assert_eq!(
+            error,
+            &ErrorRequest {
+                error_message: "URI port is not provided".into(),
+                error_type: "Logs.ValidationError".into(),
+            }
+        ),
+        other => panic!("expected a 400 Status error, got {other:?}"),
+    }
+    assert!(!err.is_fatal() && !err.is_transport());
+    assert_eq!(
+        err.to_string(),
+        "logs subscription: the Lambda API answered 400 Logs.ValidationError: URI port is not provided"
+    );
+
+    // The fake's own validation: no types -> 400.
+    let err = expect_err(
+        client.log_register(&LogSubscription::http("http://sandbox:1234", vec![])),
+        "empty types",
+    );
+    assert!(
+        matches!(&err, ClientError::Status { status: 400, error, .. } if error.error_type == "Logs.ValidationError"),
+        "{err:?}"
+    );
+
+    assert_eq!(api.count(Endpoint::Logs), 4, "{}", api.describe());
+    assert_none(&api, Endpoint::Telemetry);
+    assert_all_known(&api);
+}
+
+#[test]
+fn telemetry_register_wire_format_and_statuses() {
+    let api = FakeApi::start();
+    let client = registered(&api);
+    let mut subscription = LogSubscription::http(
+        "http://sandbox:1234",
+        vec![LogType::Platform, LogType::Function],
+    );
+    subscription.schema_version = Some("2025-01-29".into());
+
+    client.telemetry_register(&subscription).expect("200");
+    let req = only(&api, Endpoint::Telemetry);
+    check_subscription(&api, &req, "/2022-07-01/telemetry", Some("2025-01-29"));
+
+    api.fault_times(
+        Endpoint::Telemetry,
+        Fault::Status(
+            202,
+            r#"{"errorType":"Telemetry.NotSupported","errorMessage":"Telemetry API is not supported"}"#
+                .into(),
+        ),
+        1,
+    );
+    client.telemetry_register(&subscription).expect("202");
+
+    api.fault_times(
+        Endpoint::Telemetry,
+        Fault::Status(
+            400,
+            r#"{"errorType":"ValidationError","errorMessage":"types should not be empty"}"#.into(),
+        ),
+        1,
+    );
+    let err = expect_err(client.telemetry_register(&subscription), "400");
+    assert!(
+        matches!(
+            &err,
+            ClientError::Status {
+                endpoint: ClientEndpoint::TelemetrySubscribe,
+                status: 400,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(!err.is_fatal());
+    assert_eq!(
+        err.to_string(),
+        "telemetry subscription: the Lambda API answered 400 ValidationError: types should not be empty"
+    );
+
+    // schemaVersion is required by the Telemetry API: the client refuses before sending.
+    subscription.schema_version = None;
+    let sent_before = api.count(Endpoint::Telemetry);
+    let err = expect_err(client.telemetry_register(&subscription), "no schema");
+    assert!(
+        matches!(
+            &err,
+            ClientError::InvalidRequest {
+                endpoint: ClientEndpoint::TelemetrySubscribe,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("schema_version"), "{err}");
+    assert!(!err.is_transport());
+    assert_eq!(api.count(Endpoint::Telemetry), sent_before, "nothing sent");
+
+    // 500: fatal.
+    subscription.schema_version = Some("2025-01-29".into());
+    api.fault_times(
+        Endpoint::Telemetry,
+        Fault::Status(
+            500,
+            r#"{"errorType":"InternalServerError","errorMessage":"x"}"#.into(),
+        ),
+        1,
+    );
+    let err = expect_err(client.telemetry_register(&subscription), "500");
+    assert!(err.is_fatal(), "{err:?}");
+
+    assert_eq!(api.count(Endpoint::Telemetry), 4, "{}", api.describe());
+    assert_none(&api, Endpoint::Logs);
+    assert_all_known(&api);
+}
+
+#[test]
+fn unsendable_header_is_an_invalid_request_not_a_transport_error() {
+    let api = FakeApi::start();
+    let client = registered(&api);
+    let err = expect_err(client.init_error("bad\ntype", "m"), "newline in header");
+    assert!(
+        matches!(
+            &err,
+            ClientError::InvalidRequest {
+                endpoint: ClientEndpoint::InitError,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(!err.is_transport() && !err.is_fatal());
+    assert!(err.to_string().contains("not sent"), "{err}");
+    assert_none(&api, Endpoint::InitError);
+}
+
+#[test]
+fn blank_runtime_api_is_missing() {
+    let err = expect_err(
+        RegistrationClient::new(agent())
+            .with_runtime_api("  ")
+            .with_extension_name(NAME)
+            .register_default(),
+        "blank address",
+    );
+    assert!(matches!(err, ClientError::MissingRuntimeApi), "{err:?}");
+}
