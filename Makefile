@@ -1,32 +1,54 @@
-# lambda-shell-extension: build, test, lint, demo.
+# lambda-shell-extension: build, test, lint, demo, layer.
 #   make demo                              # 3 invokes + shutdown against lambda-simulator
 #   make demo HANDLER=scripts/fail.sh      # any handler command (relative paths are fine)
 #   make demo HANDLER=scripts/flush-on-shutdown.sh SHELL_EXT_EVENTS=SHUTDOWN
+#   make layer                             # dist/lambda-shell-extension-<version>-{x86_64,arm64}.zip
 
 CARGO   ?= cargo
+PYTHON  ?= python3
 BIN     := lambda-shell-extension
 HANDLER ?=
-# Static build for a Lambda layer (x86_64; use aarch64-unknown-linux-musl for arm64).
-MUSL_TARGET ?= x86_64-unknown-linux-musl
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+# The two Lambda architectures, as static musl builds (linker settings in .cargo/config.toml).
+X86_TARGET := x86_64-unknown-linux-musl
+ARM_TARGET := aarch64-unknown-linux-musl
+X86_BIN    := target/$(X86_TARGET)/release/$(BIN)
+ARM_BIN    := target/$(ARM_TARGET)/release/$(BIN)
+SIZE_BUDGET := 1048576
 
-.PHONY: all build release release-static test lint fmt demo clean
+.PHONY: all build targets release size layer test lint fmt demo profiles clean
 
 all: build
 
 build:
 	$(CARGO) build --all-targets
 
-release:
-	$(CARGO) build --release --bin $(BIN)
-	@echo "built target/release/$(BIN)"
+# rustup is the only way to get the musl standard libraries; skip quietly without it.
+targets:
+	@if command -v rustup >/dev/null 2>&1; then rustup target add $(X86_TARGET) $(ARM_TARGET); fi
 
-# Fully static binary (needs: rustup target add $(MUSL_TARGET)).
-release-static:
-	$(CARGO) build --release --bin $(BIN) --target $(MUSL_TARGET)
-	@echo "built target/$(MUSL_TARGET)/release/$(BIN)"
+release: targets
+	$(CARGO) build --release --bin $(BIN) --target $(X86_TARGET) --target $(ARM_TARGET)
 
+size: release
+	@for bin in $(X86_BIN) $(ARM_BIN); do \
+		bytes=$$(stat -c %s $$bin); \
+		printf '%-60s %8d bytes (%d KiB)\n' $$bin $$bytes $$((bytes / 1024)); \
+		if [ $$bytes -gt $(SIZE_BUDGET) ]; then echo "over the 1 MiB budget: $$bin" >&2; exit 1; fi; \
+	done
+
+layer: release
+	@mkdir -p dist
+	$(PYTHON) scripts/layer-zip.py $(X86_BIN) dist/$(BIN)-$(VERSION)-x86_64.zip
+	$(PYTHON) scripts/layer-zip.py $(ARM_BIN) dist/$(BIN)-$(VERSION)-arm64.zip
+	@ls -l dist/$(BIN)-$(VERSION)-*.zip
+
+# Unit and integration tests, then the layer: its zips, and both binaries smoke-tested
+# (arm64 under qemu-aarch64).
 test:
 	$(CARGO) test
+	$(MAKE) layer
+	$(CARGO) test --test layer -- --ignored
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -41,5 +63,10 @@ demo:
 	$(CARGO) build --bin $(BIN)
 	$(CARGO) run --example demo -- $(HANDLER)
 
+# Size and start-up of the release build at each opt-level (how the profile was chosen).
+profiles: targets
+	scripts/measure-profiles.sh
+
 clean:
 	$(CARGO) clean
+	rm -rf dist

@@ -24,7 +24,12 @@ const DEFAULT_TIMEOUT_MARGIN_MS: u64 = 100;
 #[derive(Debug, Default, Parser)]
 #[command(
     name = "lambda-shell-extension",
-    version,
+    version = concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (",
+        env!("LAMBDA_SHELL_EXTENSION_TARGET"),
+        ")"
+    ),
     about = "Runs a command for every AWS Lambda lifecycle event (an external Lambda extension).",
     long_about = "Runs a command for every AWS Lambda lifecycle event, with the event JSON on stdin. \
                   Lambda starts it from a layer's extensions/ folder with no arguments: configure it \
