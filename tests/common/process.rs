@@ -62,11 +62,20 @@ impl Sandbox {
     /// possible (same inode, no write handle that a concurrently forked child could inherit,
     /// which would make exec fail with ETXTBSY), else a copy.
     pub fn install(&self, name: &str) -> PathBuf {
+        self.install_from(name, Path::new(BIN))
+    }
+
+    /// `install` with another binary `src`. When `src` already is
+    /// `<tmp>/opt/extensions/<name>` (a layer extracted into `<tmp>/opt`), it is used in place.
+    pub fn install_from(&self, name: &str, src: &Path) -> PathBuf {
         let dir = self.dir.path().join("opt/extensions");
         fs::create_dir_all(&dir).unwrap();
         let dest = dir.join(name);
-        if fs::hard_link(BIN, &dest).is_err() {
-            fs::copy(BIN, &dest).expect("copy extension binary");
+        let in_place = fs::canonicalize(src)
+            .ok()
+            .is_some_and(|s| fs::canonicalize(&dest).ok().is_some_and(|d| d == s));
+        if !in_place && fs::hard_link(src, &dest).is_err() {
+            fs::copy(src, &dest).expect("copy extension binary");
             fs::set_permissions(&dest, fs::Permissions::from_mode(0o755)).unwrap();
         }
         assert_eq!(
@@ -92,6 +101,8 @@ impl Sandbox {
             ],
             removed: vec![],
             stdin_pipe: false,
+            binary: None,
+            wrapper: None,
         }
     }
 }
@@ -102,9 +113,24 @@ pub struct Launcher<'a> {
     envs: Vec<(String, String)>,
     removed: Vec<String>,
     stdin_pipe: bool,
+    binary: Option<PathBuf>,
+    wrapper: Option<PathBuf>,
 }
 
 impl Launcher<'_> {
+    /// Install `path` instead of the debug binary (`BIN`).
+    pub fn binary(mut self, path: impl Into<PathBuf>) -> Self {
+        self.binary = Some(path.into());
+        self
+    }
+
+    /// Start the installed binary through `program` (`program <installed path>`, still no
+    /// arguments of its own), e.g. `qemu-aarch64` for an arm64 binary.
+    pub fn wrapper(mut self, program: impl Into<PathBuf>) -> Self {
+        self.wrapper = Some(program.into());
+        self
+    }
+
     /// Give the extension a stdin pipe that stays open (and silent) for its whole life, so a
     /// command that wrongly inherits the extension's stdin blocks on it.
     pub fn open_stdin(mut self) -> Self {
@@ -137,8 +163,18 @@ impl Launcher<'_> {
     /// Install and start: no arguments, a clean environment (PATH + the configured vars),
     /// cwd = the sandbox, stdin = /dev/null, stdout/stderr captured on threads.
     pub fn spawn(self) -> Ext {
-        let path = self.sandbox.install(&self.name);
-        let mut cmd = Command::new(&path);
+        let path = match &self.binary {
+            Some(src) => self.sandbox.install_from(&self.name, src),
+            None => self.sandbox.install(&self.name),
+        };
+        let mut cmd = match &self.wrapper {
+            Some(program) => {
+                let mut cmd = Command::new(program);
+                cmd.arg(&path);
+                cmd
+            }
+            None => Command::new(&path),
+        };
         cmd.env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .current_dir(self.sandbox.root())
