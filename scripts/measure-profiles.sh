@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # How the release profile was chosen: builds the x86_64 static binary at each opt-level and
-# prints its size and its start-up (spawn -> registration request, interleaved, medians).
+# prints its size and its start-up (spawn -> registration request, interleaved, medians, and
+# instructions counted by callgrind). [profile.release.package.ureq] stays at "s" in every build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=x86_64-unknown-linux-musl
@@ -13,4 +14,4 @@ for level in 3 2 s z; do
 	printf 'opt-level=%s  %8d bytes\n' "$level" "$(stat -c %s "$binary")"
 	binaries+=("$binary")
 done
-python3 scripts/startup.py --rounds "${ROUNDS:-200}" "${binaries[@]}"
+python3 scripts/startup.py --instructions --rounds "${ROUNDS:-200}" "${binaries[@]}"

@@ -8,7 +8,7 @@ use std::time::Duration;
 use log::{debug, error, info, warn};
 
 use crate::api::{Event, NextEventResponse};
-use crate::client::{ClientError, InvocationClient, RegistrationClient};
+use crate::client::{lambda_agent, ClientError, InvocationClient, RegistrationClient};
 use crate::command::{CommandFailure, Deadline, Executor, Input, Leftovers};
 use crate::config::{Config, EventSet, OnError, Options, ON_ERROR_ENV};
 
@@ -89,7 +89,7 @@ pub fn run(options: &Options) -> Exit {
     let events = config
         .as_ref()
         .map_or(EventSet::InvokeAndShutdown, |config| config.events);
-    let registration_client = RegistrationClient::new(ureq::Agent::new_with_defaults());
+    let registration_client = RegistrationClient::new(lambda_agent());
     let request = events.registration_request();
     let registered = retry_without_response(REGISTER_RETRY_DELAYS, || {
         registration_client.clone().register(&request)
