@@ -783,3 +783,22 @@ fn zip_check_accepts_good_and_rejects_each_violation() {
         "garbage",
     );
 }
+
+/// The SAM template cannot compute its zip paths (SAM CLI does not resolve `!Sub` in a local
+/// `ContentUri`), so they are written out: they must follow the package version.
+#[test]
+fn sam_template_points_at_this_versions_zips() {
+    let template =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/layer/template.yaml"))
+            .expect("layer/template.yaml");
+    for arch in ["x86_64", "arm64"] {
+        let zip = format!(
+            "ContentUri: ../dist/lambda-shell-extension-{}-{arch}.zip",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(
+            template.contains(&zip),
+            "layer/template.yaml should contain `{zip}`: update it after a version bump"
+        );
+    }
+}
