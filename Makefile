@@ -12,11 +12,13 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 # The two Lambda architectures, as static musl builds (linker settings in .cargo/config.toml).
 X86_TARGET := x86_64-unknown-linux-musl
 ARM_TARGET := aarch64-unknown-linux-musl
-X86_BIN    := target/$(X86_TARGET)/release/$(BIN)
-ARM_BIN    := target/$(ARM_TARGET)/release/$(BIN)
+# Where cargo puts its output (honours CARGO_TARGET_DIR, as cargo does).
+TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
+X86_BIN    := $(TARGET_DIR)/$(X86_TARGET)/release/$(BIN)
+ARM_BIN    := $(TARGET_DIR)/$(ARM_TARGET)/release/$(BIN)
 SIZE_BUDGET := 1048576
 
-.PHONY: all build targets release size layer test lint fmt demo profiles clean
+.PHONY: all build targets release size layer test lint fmt demo profiles bench bench-smoke clean
 
 all: build
 
@@ -43,10 +45,11 @@ layer: release
 	$(PYTHON) scripts/layer-zip.py $(ARM_BIN) dist/$(BIN)-$(VERSION)-arm64.zip
 	@ls -l dist/$(BIN)-$(VERSION)-*.zip
 
-# Unit and integration tests, then the layer: its zips, and both binaries smoke-tested
-# (arm64 under qemu-aarch64).
+# Unit and integration tests, a short run of the benchmark driver, then the layer: its zips,
+# and both binaries smoke-tested (arm64 under qemu-aarch64).
 test:
 	$(CARGO) test
+	$(MAKE) bench-smoke
 	$(MAKE) layer
 	$(CARGO) test --test layer -- --ignored
 
@@ -66,6 +69,27 @@ demo:
 # Size and start-up of the release build at each opt-level (how the profile was chosen).
 profiles: targets
 	scripts/measure-profiles.sh
+
+# The benchmark (issue 4): the product side by side with the floor and the official crate, built
+# for $(BENCH_TARGET) release in separate cargo runs (each package keeps its own feature set),
+# then the bench-driver: one table on stdout, JSON in target/bench/results.json.
+#   make bench BENCH_ARGS="--rounds 3 --events 200 --programs floor,product-exec"
+BENCH_TARGET ?= $(X86_TARGET)
+BENCH_DIR    := $(TARGET_DIR)/$(BENCH_TARGET)/release
+BENCH_ARGS   ?=
+bench: targets
+	$(CARGO) build --release --bin $(BIN) --target $(BENCH_TARGET)
+	$(CARGO) build --release -p bench --target $(BENCH_TARGET)
+	$(CARGO) build --release -p official-peer --target $(BENCH_TARGET)
+	$(BENCH_DIR)/bench-driver --build "$(BENCH_TARGET) release" $(BENCH_ARGS)
+
+# A few events through the driver (debug builds, no official peer): the harness cannot rot, and
+# the product must speak the protocol exactly (the driver exits non-zero otherwise).
+bench-smoke:
+	$(CARGO) build --bin $(BIN)
+	$(CARGO) build -p bench
+	$(TARGET_DIR)/debug/bench-driver --quick --programs floor,product-exec,product-shutdown-only \
+		--product $(TARGET_DIR)/debug/$(BIN) --build "debug (smoke)" --out $(TARGET_DIR)/bench/smoke.json
 
 clean:
 	$(CARGO) clean

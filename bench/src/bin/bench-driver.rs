@@ -1,0 +1,1172 @@
+//! The benchmark driver: plays the Lambda Extensions API on loopback for one extension process at
+//! a time and measures it.
+//!
+//! For every program and round it copies the binary to `<tmp>/opt/extensions/<program>`, starts
+//! it with no arguments and `AWS_LAMBDA_RUNTIME_API=127.0.0.1:<port>` (plus the program's own
+//! env), serves registration, N INVOKE events (deadline 5 s ahead) and a SHUTDOWN, and records:
+//! - cold start: from just before `spawn()` to the moment the registration request (head and
+//!   body) has been read;
+//! - per-event overhead: from the moment an INVOKE response has been written to the moment the
+//!   next `/event/next` request has been read (N samples per run: the last one ends at the request
+//!   answered with SHUTDOWN);
+//! - SHUTDOWN → exit: from the moment the SHUTDOWN response has been written to the moment the
+//!   process is seen to exit (its pidfd becomes readable);
+//! - VmHWM: the extension process's own peak RSS, read from /proc/<pid>/status just before the
+//!   SHUTDOWN response is written (children not included);
+//! - tree maxrss: `ru_maxrss` from wait4(): the largest peak RSS of the extension process and of
+//!   every descendant it waited for (a maximum over the tree, not a sum);
+//! - exit status, and whether the extension spoke the protocol exactly as expected.
+//!
+//! Programs are interleaved round by round (A B C … A B C …); each program is compared with its
+//! floor measured in the same round. The driver pins itself to one CPU and the extension (and so
+//! its children) to another when the machine has two. A single thread serves every connection with
+//! poll(2); requests are read and answered as they arrive, responses go out in one write.
+//!
+//! Exit status: 0 when every run behaved, 1 when any misbehaved (wrong exit status, wrong request
+//! counts, an init/error or exit/error post, a request after SHUTDOWN), 2 on a usage error.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+const EXTENSION_ID: &str = "6a1b7e1c-0d8f-4a57-9c53-2f6a3d1e0b42";
+const SH_HANDLER: &str = "cat >/dev/null";
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Binary {
+    Floor,
+    Official,
+    Product,
+}
+
+impl Binary {
+    fn label(self) -> &'static str {
+        match self {
+            Binary::Floor => "bench-floor",
+            Binary::Official => "official-peer",
+            Binary::Product => "lambda-shell-extension",
+        }
+    }
+}
+
+struct Program {
+    name: &'static str,
+    binary: Binary,
+    env: Vec<(&'static str, String)>,
+    /// The program this one is compared with (None: it is a floor).
+    floor: Option<&'static str>,
+    /// Registered for SHUTDOWN only: gets no INVOKE, must make exactly one /event/next.
+    shutdown_only: bool,
+    description: &'static str,
+}
+
+fn programs() -> Vec<Program> {
+    let sh_argv = format!("/bin/sh\x1f-c\x1f{SH_HANDLER}");
+    vec![
+        Program {
+            name: "floor",
+            binary: Binary::Floor,
+            env: vec![("BENCH_HANDLER", "/bin/true".into())],
+            floor: None,
+            shutdown_only: false,
+            description: "raw TcpStream GET + spawn/wait /bin/true per event (stdin null)",
+        },
+        Program {
+            name: "floor-nocmd",
+            binary: Binary::Floor,
+            env: vec![],
+            floor: None,
+            shutdown_only: false,
+            description: "raw TcpStream GET per event, spawns nothing",
+        },
+        Program {
+            name: "floor-sh",
+            binary: Binary::Floor,
+            env: vec![("BENCH_HANDLER", sh_argv.clone())],
+            floor: None,
+            shutdown_only: false,
+            description: "raw TcpStream GET + spawn/wait /bin/sh -c 'cat >/dev/null' per event",
+        },
+        Program {
+            name: "official",
+            binary: Binary::Official,
+            env: vec![("BENCH_HANDLER", "/bin/true".into())],
+            floor: Some("floor"),
+            shutdown_only: false,
+            description: "lambda-extension crate + tokio::process /bin/true, event JSON on stdin",
+        },
+        Program {
+            name: "official-sh",
+            binary: Binary::Official,
+            env: vec![("BENCH_HANDLER", sh_argv)],
+            floor: Some("floor-sh"),
+            shutdown_only: false,
+            description: "lambda-extension crate + tokio::process sh -c 'cat >/dev/null'",
+        },
+        Program {
+            name: "product-exec",
+            binary: Binary::Product,
+            env: vec![("SHELL_EXT_HANDLER", "/bin/true".into())],
+            floor: Some("floor"),
+            shutdown_only: false,
+            description: "SHELL_EXT_HANDLER=/bin/true (exec'd directly)",
+        },
+        Program {
+            name: "product-sh",
+            binary: Binary::Product,
+            // Shell mode (the `>`): the product spawns `/bin/sh -c 'cat >/dev/null'`, the very
+            // process floor-sh and official-sh spawn. (`SHELL_EXT_HANDLER="sh -c '…'"` would
+            // spawn one more dash: /bin/sh -c "sh -c '…'", as dash does not exec its last command.)
+            env: vec![("SHELL_EXT_HANDLER", SH_HANDLER.into())],
+            floor: Some("floor-sh"),
+            shutdown_only: false,
+            description: "SHELL_EXT_HANDLER=\"cat >/dev/null\": shell mode, spawns /bin/sh -c 'cat >/dev/null'",
+        },
+        Program {
+            name: "product-shutdown-only",
+            binary: Binary::Product,
+            env: vec![
+                ("SHELL_EXT_HANDLER", "/bin/true".into()),
+                ("SHELL_EXT_EVENTS", "SHUTDOWN".into()),
+            ],
+            floor: Some("floor"),
+            shutdown_only: true,
+            description: "SHELL_EXT_EVENTS=SHUTDOWN, handler /bin/true at SHUTDOWN only",
+        },
+    ]
+}
+
+struct Options {
+    events: usize,
+    rounds: usize,
+    warmup: usize,
+    programs: Option<Vec<String>>,
+    paths: BTreeMap<&'static str, PathBuf>,
+    out: PathBuf,
+    build: String,
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: bench-driver [--events N] [--rounds R] [--warmup N] [--quick] [--programs a,b,...]\n\
+         \x20                   [--product PATH] [--floor PATH] [--official PATH] [--out FILE] [--build LABEL]\n\
+         programs: {}\n\
+         binaries default to the driver's own directory; --out defaults to target/bench/results.json",
+        programs()
+            .iter()
+            .map(|p| p.name)
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    std::process::exit(2)
+}
+
+fn parse_options() -> Options {
+    let own_dir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf))
+        .unwrap_or_default();
+    let mut options = Options {
+        events: 500,
+        rounds: 5,
+        warmup: 20,
+        programs: None,
+        paths: [Binary::Floor, Binary::Official, Binary::Product]
+            .into_iter()
+            .map(|binary| (binary.label(), own_dir.join(binary.label())))
+            .collect(),
+        out: PathBuf::from("target/bench/results.json"),
+        build: String::from("unspecified"),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().unwrap_or_else(|| usage());
+        match arg.as_str() {
+            "--events" => options.events = value().parse().unwrap_or_else(|_| usage()),
+            "--rounds" => options.rounds = value().parse().unwrap_or_else(|_| usage()),
+            "--warmup" => options.warmup = value().parse().unwrap_or_else(|_| usage()),
+            "--quick" => {
+                options.events = 5;
+                options.rounds = 1;
+                options.warmup = 0;
+            }
+            "--programs" => {
+                options.programs = Some(value().split(',').map(str::to_owned).collect())
+            }
+            "--product" => {
+                options
+                    .paths
+                    .insert(Binary::Product.label(), value().into());
+            }
+            "--floor" => {
+                options.paths.insert(Binary::Floor.label(), value().into());
+            }
+            "--official" => {
+                options
+                    .paths
+                    .insert(Binary::Official.label(), value().into());
+            }
+            "--out" => options.out = value().into(),
+            "--build" => options.build = value(),
+            _ => usage(),
+        }
+    }
+    if options.rounds == 0 || (options.events == 0) {
+        usage();
+    }
+    options
+}
+
+// ---------------------------------------------------------------------------------------------
+// CPU pinning
+
+fn cpu_set(cpus: &[usize]) -> libc::cpu_set_t {
+    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET only write inside it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        for &cpu in cpus {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        set
+    }
+}
+
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: sched_getaffinity writes at most size_of::<cpu_set_t>() bytes into `set`.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
+            .collect()
+    }
+}
+
+/// Pins the calling thread (the driver has only one) to `cpu`.
+fn pin_self(cpu: usize) -> bool {
+    let set = cpu_set(&[cpu]);
+    // SAFETY: `set` is a valid cpu_set_t of the size passed.
+    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0 }
+}
+
+// ---------------------------------------------------------------------------------------------
+// One run of one program
+
+#[derive(Default, Clone)]
+struct Run {
+    /// The driver's own VmHWM just before the spawn (folded into tree_maxrss by the kernel).
+    driver_vm_hwm_kib: Option<u64>,
+    cold_start_us: Option<f64>,
+    per_event_us: Vec<f64>,
+    shutdown_to_exit_us: Option<f64>,
+    vm_hwm_kib: Option<u64>,
+    tree_maxrss_kib: Option<u64>,
+    exit: Option<String>,
+    exit_ok: bool,
+    registers: usize,
+    nexts: usize,
+    invokes: usize,
+    connections: usize,
+    problems: Vec<String>,
+}
+
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+struct Request {
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Request {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// Takes one complete request off the front of `buf`, if there is one.
+fn parse_request(buf: &mut Vec<u8>) -> Option<Result<Request, String>> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let mut request_line = lines.next().unwrap_or_default().split(' ');
+    let method = request_line.next().unwrap_or_default().to_owned();
+    let path = request_line.next().unwrap_or_default().to_owned();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            Some((key.trim().to_owned(), value.trim().to_owned()))
+        })
+        .collect();
+    if headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v != "identity")
+    {
+        buf.clear();
+        return Some(Err(format!("chunked request body: {method} {path}")));
+    }
+    let length = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    if buf.len() < end + 4 + length {
+        return None;
+    }
+    let body = buf[end + 4..end + 4 + length].to_vec();
+    buf.drain(..end + 4 + length);
+    Some(Ok(Request {
+        method,
+        path,
+        headers,
+        body,
+    }))
+}
+
+fn response(
+    status: &str,
+    content_type: Option<&str>,
+    extra: &[(&str, &str)],
+    body: &str,
+) -> Vec<u8> {
+    let mut out = format!("HTTP/1.1 {status}\r\n");
+    if let Some(content_type) = content_type {
+        out.push_str(&format!("Content-Type: {content_type}\r\n"));
+    }
+    for (key, value) in extra {
+        out.push_str(&format!("{key}: {value}\r\n"));
+    }
+    out.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    out.into_bytes()
+}
+
+fn epoch_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    // SAFETY: a non-negative return is a fresh fd that we own.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+fn describe_status(status: libc::c_int) -> (String, bool) {
+    if libc::WIFEXITED(status) {
+        let code = libc::WEXITSTATUS(status);
+        (code.to_string(), code == 0)
+    } else if libc::WIFSIGNALED(status) {
+        (format!("signal {}", libc::WTERMSIG(status)), false)
+    } else {
+        (format!("raw {status}"), false)
+    }
+}
+
+struct Prepared<'a> {
+    program: &'a Program,
+    path: PathBuf,
+    log: PathBuf,
+}
+
+fn run_once(
+    listener: &TcpListener,
+    prepared: &Prepared,
+    events: usize,
+    pinning: Option<(usize, usize)>,
+) -> Run {
+    let program = prepared.program;
+    let mut run = Run::default();
+    let address = listener.local_addr().expect("listener address");
+    let log = File::create(&prepared.log).expect("log file");
+    let mut command = Command::new(&prepared.path);
+    command
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("AWS_LAMBDA_RUNTIME_API", address.to_string())
+        .envs(program.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log file"))
+        .stderr(log);
+    run.driver_vm_hwm_kib = driver_vm_hwm_kib();
+    // The child inherits the affinity of the thread that spawns it: hop to the extension's CPU
+    // for the spawn (std keeps its fast posix_spawn path this way), then back.
+    if let Some((_, extension_cpu)) = pinning {
+        pin_self(extension_cpu);
+    }
+    let started = Instant::now();
+    let spawned = command.spawn();
+    if let Some((driver_cpu, _)) = pinning {
+        pin_self(driver_cpu);
+    }
+    let child = match spawned {
+        Ok(child) => child,
+        Err(error) => {
+            run.problems.push(format!("cannot start: {error}"));
+            return run;
+        }
+    };
+    let pid = child.id();
+    let pidfd = pidfd_open(pid).expect("pidfd_open (Linux ≥ 5.3)");
+    let expected_name = prepared
+        .path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let invokes_wanted = if program.shutdown_only { 0 } else { events };
+    let time_limit = Duration::from_secs(15) + Duration::from_millis(50) * events as u32;
+
+    let mut conns: Vec<Conn> = Vec::new();
+    let mut invoke_written: Option<Instant> = None;
+    let mut shutdown_written: Option<Instant> = None;
+    let mut chunk = [0u8; 16384];
+    loop {
+        let elapsed = started.elapsed();
+        if elapsed > time_limit {
+            run.problems
+                .push(format!("no exit within {} s: killed", time_limit.as_secs()));
+            // SAFETY: plain kill(2) of our own child, which has not been reaped yet.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            reap(pid, &mut run);
+            break;
+        }
+        let mut fds = vec![
+            libc::pollfd {
+                fd: listener.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: pidfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        fds.extend(conns.iter().map(|conn| libc::pollfd {
+            fd: conn.stream.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }));
+        let timeout_ms = (time_limit - elapsed).as_millis().min(1000) as libc::c_int + 1;
+        // SAFETY: `fds` is a valid array of fds.len() pollfd structs.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+        let woke = Instant::now();
+        if ready < 0 {
+            continue; // EINTR
+        }
+        // Requests first: a request and the exit can be seen in the same wake-up.
+        let mut closed = Vec::new();
+        let mut write_errors = Vec::new();
+        for (index, fd) in fds.iter().enumerate().skip(2) {
+            if fd.revents == 0 {
+                continue;
+            }
+            let conn = &mut conns[index - 2];
+            let n = match conn.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => {
+                    closed.push(index - 2);
+                    continue;
+                }
+                Ok(n) => n,
+            };
+            let arrived = Instant::now();
+            conn.buf.extend_from_slice(&chunk[..n]);
+            while let Some(parsed) = parse_request(&mut conn.buf) {
+                let request = match parsed {
+                    Ok(request) => request,
+                    Err(problem) => {
+                        run.problems.push(problem);
+                        closed.push(index - 2);
+                        break;
+                    }
+                };
+                let mut reply = |bytes: &[u8]| -> Instant {
+                    if let Err(error) = conn.stream.write_all(bytes) {
+                        write_errors.push(format!("write failed: {error}"));
+                    }
+                    Instant::now()
+                };
+                let path = request.path.as_str();
+                match (request.method.as_str(), path) {
+                    ("POST", "/2020-01-01/extension/register") => {
+                        run.registers += 1;
+                        if run.registers == 1 {
+                            run.cold_start_us = Some(micros(arrived - started));
+                        } else {
+                            run.problems.push("registered twice".into());
+                        }
+                        let name = request.header("Lambda-Extension-Name").unwrap_or("");
+                        if name != expected_name {
+                            run.problems
+                                .push(format!("registered as {name:?}, not {expected_name:?}"));
+                        }
+                        let body = String::from_utf8_lossy(&request.body);
+                        if body.contains("INVOKE") == program.shutdown_only {
+                            run.problems.push(format!("unexpected registration {body}"));
+                        }
+                        let registration = r#"{"functionName":"bench","functionVersion":"$LATEST","handler":"bench.handler"}"#;
+                        reply(&response(
+                            "200 OK",
+                            Some("application/json"),
+                            &[("Lambda-Extension-Identifier", EXTENSION_ID)],
+                            registration,
+                        ));
+                    }
+                    ("GET", "/2020-01-01/extension/event/next") => {
+                        run.nexts += 1;
+                        if let Some(written) = invoke_written.take() {
+                            run.per_event_us.push(micros(arrived - written));
+                        }
+                        if request.header("Lambda-Extension-Identifier") != Some(EXTENSION_ID) {
+                            run.problems
+                                .push("event/next without the identifier".into());
+                        }
+                        if shutdown_written.is_some() {
+                            run.problems.push("event/next after SHUTDOWN".into());
+                            reply(&response(
+                                "403 Forbidden",
+                                Some("application/json"),
+                                &[],
+                                r#"{"errorType":"Extension.InvalidExtensionState","errorMessage":"after SHUTDOWN"}"#,
+                            ));
+                        } else if run.invokes < invokes_wanted {
+                            run.invokes += 1;
+                            let i = run.invokes;
+                            let body = format!(
+                                r#"{{"eventType":"INVOKE","deadlineMs":{},"requestId":"8476a536-e9f4-11e8-9739-{i:012x}","invokedFunctionArn":"arn:aws:lambda:us-east-1:123456789012:function:bench","tracing":{{"type":"X-Amzn-Trace-Id","value":"Root=1-5bef4de7-ad49b0e87f6ef6c87fc2e700;Parent=9a9197af755a6419;Sampled=1"}}}}"#,
+                                epoch_ms() + 5000
+                            );
+                            let event_id = format!("b1f0c1de-0000-4000-8000-{i:012x}");
+                            let bytes = response(
+                                "200 OK",
+                                Some("application/json"),
+                                &[("Lambda-Extension-Event-Identifier", &event_id)],
+                                &body,
+                            );
+                            invoke_written = Some(reply(&bytes));
+                        } else {
+                            run.vm_hwm_kib = vm_hwm_kib(pid);
+                            let body = format!(
+                                r#"{{"eventType":"SHUTDOWN","shutdownReason":"spindown","deadlineMs":{}}}"#,
+                                epoch_ms() + 2000
+                            );
+                            shutdown_written = Some(reply(&response("200 OK", None, &[], &body)));
+                        }
+                    }
+                    ("POST", "/2020-01-01/extension/init/error")
+                    | ("POST", "/2020-01-01/extension/exit/error") => {
+                        run.problems.push(format!(
+                            "{path} {}: {}",
+                            request
+                                .header("Lambda-Extension-Function-Error-Type")
+                                .unwrap_or(""),
+                            String::from_utf8_lossy(&request.body)
+                        ));
+                        reply(&response(
+                            "202 Accepted",
+                            Some("application/json"),
+                            &[],
+                            r#"{"status":"OK"}"#,
+                        ));
+                    }
+                    (method, _) => {
+                        run.problems
+                            .push(format!("unexpected request {method} {path}"));
+                        reply(&response("404 Not Found", None, &[], ""));
+                    }
+                }
+            }
+        }
+        run.problems.append(&mut write_errors);
+        for index in closed.into_iter().rev() {
+            conns.remove(index);
+        }
+        if fds[1].revents != 0 {
+            if let Some(written) = shutdown_written {
+                run.shutdown_to_exit_us = Some(micros(woke - written));
+            }
+            reap(pid, &mut run);
+            break;
+        }
+        if fds[0].revents != 0 {
+            if let Ok((stream, _)) = listener.accept() {
+                stream.set_nodelay(true).ok();
+                run.connections += 1;
+                conns.push(Conn {
+                    stream,
+                    buf: Vec::new(),
+                });
+            }
+        }
+    }
+    drop(child); // reaped above
+    if run.registers != 1 {
+        run.problems
+            .push(format!("{} registrations, expected 1", run.registers));
+    }
+    if run.nexts != invokes_wanted + 1 || run.invokes != invokes_wanted {
+        run.problems.push(format!(
+            "{} event/next requests for {} INVOKEs, expected {} for {invokes_wanted}",
+            run.nexts,
+            run.invokes,
+            invokes_wanted + 1
+        ));
+    }
+    if shutdown_written.is_none() {
+        run.problems.push("never got to SHUTDOWN".into());
+    }
+    if !run.exit_ok {
+        run.problems.push(format!(
+            "exit status {}",
+            run.exit.as_deref().unwrap_or("unknown")
+        ));
+    }
+    run
+}
+
+fn reap(pid: u32, run: &mut Run) {
+    let mut status: libc::c_int = 0;
+    // SAFETY: rusage is plain data, filled by wait4.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child; both pointers are valid.
+    let waited = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut usage) };
+    if waited == pid as libc::pid_t {
+        let (text, ok) = describe_status(status);
+        run.exit = Some(text);
+        run.exit_ok = ok;
+        run.tree_maxrss_kib = Some(usage.ru_maxrss as u64);
+    }
+}
+
+fn micros(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e6
+}
+
+// ---------------------------------------------------------------------------------------------
+// Statistics and the report
+
+fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    if sorted.is_empty() {
+        return None;
+    }
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    Some(if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    })
+}
+
+/// Nearest-rank percentile.
+fn percentile(values: &[f64], q: f64) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    if sorted.is_empty() {
+        return None;
+    }
+    sorted.sort_by(f64::total_cmp);
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    Some(sorted[rank - 1])
+}
+
+struct ElfInfo {
+    size: u64,
+    is_static: bool,
+    stripped: bool,
+}
+
+/// Size, and from the ELF64 headers: no PT_INTERP (static), no SHT_SYMTAB (stripped). Reads
+/// only the headers: the driver's own peak RSS shows up in the children's ru_maxrss (see
+/// `driver_vm_hwm_kib`), so it stays small.
+fn elf_info(path: &Path) -> Option<ElfInfo> {
+    use std::io::{Seek, SeekFrom};
+    let mut file = File::open(path).ok()?;
+    let size = file.metadata().ok()?.len();
+    let mut read_at = |offset: u64, len: usize| -> Option<Vec<u8>> {
+        let mut bytes = vec![0u8; len];
+        file.seek(SeekFrom::Start(offset)).ok()?;
+        file.read_exact(&mut bytes).ok()?;
+        Some(bytes)
+    };
+    let header = read_at(0, 64)?;
+    if header.get(..5)? != b"\x7fELF\x02" {
+        return None;
+    }
+    let u16_at = |b: &[u8], o: usize| Some(u16::from_le_bytes(b.get(o..o + 2)?.try_into().ok()?));
+    let u32_at = |b: &[u8], o: usize| Some(u32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?));
+    let u64_at = |b: &[u8], o: usize| Some(u64::from_le_bytes(b.get(o..o + 8)?.try_into().ok()?));
+    let (phoff, phentsize, phnum) = (
+        u64_at(&header, 0x20)?,
+        u16_at(&header, 0x36)? as usize,
+        u16_at(&header, 0x38)? as usize,
+    );
+    let (shoff, shentsize, shnum) = (
+        u64_at(&header, 0x28)?,
+        u16_at(&header, 0x3a)? as usize,
+        u16_at(&header, 0x3c)? as usize,
+    );
+    let program_headers = read_at(phoff, phentsize * phnum)?;
+    let section_headers = read_at(shoff, shentsize * shnum)?;
+    // PT_INTERP = 3, SHT_SYMTAB = 2.
+    let interp = (0..phnum).any(|i| u32_at(&program_headers, i * phentsize) == Some(3));
+    let symtab = (0..shnum).any(|i| u32_at(&section_headers, i * shentsize + 4) == Some(2));
+    Some(ElfInfo {
+        size,
+        is_static: !interp,
+        stripped: !symtab,
+    })
+}
+
+/// The driver's own peak RSS. Linux folds the peak RSS of the address space a child had before
+/// exec into the child's ru_maxrss (exec_mmap → setmax_mm_hiwater_rss); with std's vfork-style
+/// spawn that is the driver's, so every "tree maxrss" is at least this.
+fn driver_vm_hwm_kib() -> Option<u64> {
+    vm_hwm_kib(std::process::id())
+}
+
+fn utc_date(secs: u64) -> String {
+    // Civil-from-days (H. Hinnant), enough for a timestamp in the report.
+    let days = (secs / 86400) as i64;
+    let rem = secs % 86400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+fn cpu_model() -> String {
+    fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|line| line.starts_with("model name"))
+                .and_then(|line| line.split_once(':'))
+                .map(|(_, model)| model.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn fmt_opt(value: Option<f64>, scale: f64, decimals: usize) -> String {
+    value.map_or_else(|| "-".into(), |v| format!("{:.*}", decimals, v / scale))
+}
+
+fn main() {
+    let options = parse_options();
+    let all = programs();
+    let mut selected: Vec<&Program> = match &options.programs {
+        None => all.iter().collect(),
+        Some(names) => {
+            let mut chosen = Vec::new();
+            for name in names {
+                match all.iter().find(|p| p.name == name) {
+                    Some(program) => chosen.push(program),
+                    None => {
+                        eprintln!("unknown program {name:?}");
+                        usage();
+                    }
+                }
+            }
+            chosen
+        }
+    };
+    // Every program is compared with its floor from the same round: bring the floors in.
+    let floors: Vec<&'static str> = selected.iter().filter_map(|p| p.floor).collect();
+    for floor in floors {
+        if !selected.iter().any(|p| p.name == floor) {
+            eprintln!("bench: adding {floor} (the floor of a selected program)");
+            let program = all.iter().find(|p| p.name == floor).expect("floor exists");
+            selected.insert(0, program);
+        }
+    }
+
+    // Pinning: the driver on one CPU, the extension and its children on another.
+    let cpus = allowed_cpus();
+    let cpu_count = cpus.len();
+    let pinning = (cpus.len() >= 2).then(|| (cpus[0], cpus[1]));
+    let pinning = pinning.filter(|&(driver, _)| pin_self(driver));
+    let pinning_text = match pinning {
+        Some((driver, extension)) => {
+            format!(
+                "applied: driver on CPU {driver}, extension and its children on CPU {extension}"
+            )
+        }
+        None => format!("not applied ({} CPU(s) available)", cpus.len()),
+    };
+
+    // Install each binary as <tmp>/opt/extensions/<program>.
+    let tmp = std::env::temp_dir().join(format!("bench-driver-{}", std::process::id()));
+    let extensions = tmp.join("opt/extensions");
+    let logs = tmp.join("logs");
+    fs::create_dir_all(&extensions).expect("temp dir");
+    fs::create_dir_all(&logs).expect("temp dir");
+    let mut prepared = Vec::new();
+    let mut infos = BTreeMap::new();
+    for program in &selected {
+        let source = &options.paths[program.binary.label()];
+        let target = extensions.join(program.name);
+        if let Err(error) = fs::copy(source, &target) {
+            eprintln!(
+                "bench: cannot copy {} for {}: {error}",
+                source.display(),
+                program.name
+            );
+            let _ = fs::remove_dir_all(&tmp);
+            std::process::exit(2);
+        }
+        fs::set_permissions(&target, fs::Permissions::from_mode(0o755)).expect("chmod");
+        infos.insert(program.binary.label(), (source.clone(), elf_info(source)));
+        prepared.push(Prepared {
+            program,
+            path: target,
+            log: logs.join(format!("{}.log", program.name)),
+        });
+    }
+
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let began = Instant::now();
+    eprintln!(
+        "bench: {} program(s), {} round(s) × {} events, warm-up {} events; pinning {pinning_text}",
+        prepared.len(),
+        options.rounds,
+        options.events,
+        options.warmup
+    );
+    let mut failures = Vec::new();
+    if options.warmup > 0 {
+        for p in &prepared {
+            let run = run_once(&listener, p, options.warmup, pinning);
+            if !run.problems.is_empty() {
+                failures.push(format!(
+                    "{} (warm-up): {}",
+                    p.program.name,
+                    run.problems.join("; ")
+                ));
+            }
+        }
+    }
+    // results[program][round]
+    let mut results: Vec<Vec<Run>> = vec![Vec::new(); prepared.len()];
+    for round in 0..options.rounds {
+        for (index, p) in prepared.iter().enumerate() {
+            let run = run_once(&listener, p, options.events, pinning);
+            if !run.problems.is_empty() {
+                failures.push(format!(
+                    "{} (round {}): {}",
+                    p.program.name,
+                    round + 1,
+                    run.problems.join("; ")
+                ));
+                let log = fs::read_to_string(&p.log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(10).collect();
+                for line in tail.into_iter().rev() {
+                    eprintln!("  {} log: {line}", p.program.name);
+                }
+            }
+            results[index].push(run);
+        }
+        eprintln!(
+            "bench: round {}/{} done ({:.1} s)",
+            round + 1,
+            options.rounds,
+            began.elapsed().as_secs_f64()
+        );
+    }
+    let _ = fs::remove_dir_all(&tmp);
+
+    // Summaries.
+    let index_of = |name: &str| prepared.iter().position(|p| p.program.name == name);
+    let per_round = |index: usize, floor: usize, value: &dyn Fn(&Run) -> Option<f64>| {
+        let diffs: Vec<f64> = (0..options.rounds)
+            .filter_map(|r| Some(value(&results[index][r])? - value(&results[floor][r])?))
+            .collect();
+        let ratios: Vec<f64> = (0..options.rounds)
+            .filter_map(|r| Some(value(&results[index][r])? / value(&results[floor][r])?))
+            .collect();
+        (median(&diffs), median(&ratios))
+    };
+    let mut rows = Vec::new();
+    let mut json_programs = Vec::new();
+    for (index, p) in prepared.iter().enumerate() {
+        let runs = &results[index];
+        let all_events: Vec<f64> = runs.iter().flat_map(|r| r.per_event_us.clone()).collect();
+        let cold: Vec<f64> = runs.iter().filter_map(|r| r.cold_start_us).collect();
+        let shut: Vec<f64> = runs.iter().filter_map(|r| r.shutdown_to_exit_us).collect();
+        let hwm: Vec<f64> = runs
+            .iter()
+            .filter_map(|r| r.vm_hwm_kib.map(|v| v as f64))
+            .collect();
+        let tree: Vec<f64> = runs
+            .iter()
+            .filter_map(|r| r.tree_maxrss_kib.map(|v| v as f64))
+            .collect();
+        let floor = p.program.floor.and_then(index_of);
+        let event_median = |r: &Run| median(&r.per_event_us);
+        let (event_delta, event_ratio) = match (floor, p.program.shutdown_only) {
+            (Some(f), false) => per_round(index, f, &event_median),
+            _ => (None, None),
+        };
+        let (_, cold_ratio) =
+            floor.map_or((None, None), |f| per_round(index, f, &|r| r.cold_start_us));
+        let (_, hwm_ratio) = floor.map_or((None, None), |f| {
+            per_round(index, f, &|r| r.vm_hwm_kib.map(|v| v as f64))
+        });
+        let (_, tree_ratio) = floor.map_or((None, None), |f| {
+            per_round(index, f, &|r| r.tree_maxrss_kib.map(|v| v as f64))
+        });
+        let exits: Vec<String> = runs
+            .iter()
+            .map(|r| r.exit.clone().unwrap_or_else(|| "?".into()))
+            .collect();
+        let ok = runs.iter().all(|r| r.problems.is_empty());
+        let exit_text = if exits.iter().all(|e| e == "0") {
+            "0".to_owned()
+        } else {
+            exits.join(",")
+        };
+        let info = infos[p.program.binary.label()].1.as_ref();
+        let summary = json!({
+            "cold_start_us_median": median(&cold),
+            "cold_start_ratio_vs_floor": cold_ratio,
+            "per_event_us_median": median(&all_events),
+            "per_event_us_p90": percentile(&all_events, 0.90),
+            "per_event_us_p99": percentile(&all_events, 0.99),
+            "per_event_delta_vs_floor_us": event_delta,
+            "per_event_ratio_vs_floor": event_ratio,
+            "shutdown_to_exit_us_median": median(&shut),
+            "vm_hwm_kib_median": median(&hwm),
+            "vm_hwm_ratio_vs_floor": hwm_ratio,
+            "tree_maxrss_kib_median": median(&tree),
+            "tree_maxrss_ratio_vs_floor": tree_ratio,
+            "exit_statuses": exits,
+            "ok": ok,
+        });
+        rows.push(vec![
+            p.program.name.to_owned(),
+            p.program.floor.unwrap_or("-").to_owned(),
+            fmt_opt(median(&cold), 1000.0, 2),
+            fmt_opt(cold_ratio, 1.0, 2),
+            fmt_opt(median(&all_events), 1.0, 0),
+            fmt_opt(percentile(&all_events, 0.90), 1.0, 0),
+            fmt_opt(percentile(&all_events, 0.99), 1.0, 0),
+            event_delta.map_or("-".into(), |d| format!("{d:+.0}")),
+            fmt_opt(event_ratio, 1.0, 2),
+            fmt_opt(median(&shut), 1000.0, 2),
+            fmt_opt(median(&hwm), 1.0, 0),
+            fmt_opt(hwm_ratio, 1.0, 2),
+            fmt_opt(median(&tree), 1.0, 0),
+            fmt_opt(tree_ratio, 1.0, 2),
+            info.map_or("-".into(), |i| format!("{}", i.size / 1024)),
+            if ok {
+                exit_text
+            } else {
+                format!("{exit_text} FAIL")
+            },
+        ]);
+        json_programs.push(json!({
+            "name": p.program.name,
+            "description": p.program.description,
+            "binary": p.program.binary.label(),
+            "binary_path": infos[p.program.binary.label()].0,
+            "binary_size_bytes": info.map(|i| i.size),
+            "binary_static": info.map(|i| i.is_static),
+            "binary_stripped": info.map(|i| i.stripped),
+            "env": p.program.env.iter().map(|(k, v)| (k.to_string(), Value::from(v.as_str()))).collect::<serde_json::Map<_, _>>(),
+            "floor": p.program.floor,
+            "shutdown_only": p.program.shutdown_only,
+            "summary": summary,
+            "rounds": runs.iter().map(|r| json!({
+                "cold_start_us": r.cold_start_us,
+                "per_event_us_median": median(&r.per_event_us),
+                "shutdown_to_exit_us": r.shutdown_to_exit_us,
+                "vm_hwm_kib": r.vm_hwm_kib,
+                "tree_maxrss_kib": r.tree_maxrss_kib,
+                "driver_vm_hwm_at_spawn_kib": r.driver_vm_hwm_kib,
+                "exit": r.exit,
+                "registers": r.registers,
+                "event_next_requests": r.nexts,
+                "invokes": r.invokes,
+                "connections": r.connections,
+                "problems": r.problems,
+                "per_event_us": r.per_event_us.iter().map(|v| (v * 10.0).round() / 10.0).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        }));
+    }
+
+    let header = [
+        "program",
+        "floor",
+        "cold ms",
+        "×floor",
+        "event µs",
+        "p90",
+        "p99",
+        "Δ µs",
+        "×floor",
+        "shut→exit ms",
+        "VmHWM KiB",
+        "×floor",
+        "tree KiB",
+        "×floor",
+        "size KiB",
+        "exit",
+    ];
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[String]| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            let pad = w - cell.chars().count();
+            if i < 2 {
+                out.push_str(&format!("{cell}{} ", " ".repeat(pad)));
+            } else {
+                out.push_str(&format!("{}{cell} ", " ".repeat(pad)));
+            }
+        }
+        out.trim_end().to_owned()
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let machine = format!(
+        "{} CPU(s), {}, Linux {}",
+        cpu_count,
+        cpu_model(),
+        kernel.trim()
+    );
+    println!(
+        "lambda-shell-extension benchmark, {} — {machine}",
+        utc_date(now)
+    );
+    println!(
+        "build: {}; {} round(s) × {} events per program, interleaved; pinning {pinning_text}",
+        options.build, options.rounds, options.events
+    );
+    println!();
+    println!(
+        "{}",
+        line(&header.iter().map(|h| h.to_string()).collect::<Vec<_>>())
+    );
+    for row in &rows {
+        println!("{}", line(row));
+    }
+    println!();
+    println!("cold = spawn() → registration request read; event = INVOKE response written → next /event/next read");
+    println!("(median/p90/p99 over all samples); Δ and ×floor = median over rounds of (program − floor) and");
+    println!("program/floor in the same round; shut→exit = SHUTDOWN response written → process exit (pidfd);");
+    println!("VmHWM = the extension's own peak RSS just before SHUTDOWN; tree = ru_maxrss from wait4: the largest");
+    println!("peak of the extension and of any child it waited for (max, not sum); size = the binary as built.");
+    let driver_hwm = results
+        .iter()
+        .flatten()
+        .filter_map(|run| run.driver_vm_hwm_kib)
+        .max();
+    println!(
+        "Linux folds the spawner's peak RSS into the child's ru_maxrss at exec: tree ≥ the driver's VmHWM at spawn (≤ {} KiB).",
+        driver_hwm.map_or("?".into(), |v| v.to_string())
+    );
+    for (label, (path, info)) in &infos {
+        if let Some(info) = info {
+            println!(
+                "  {label}: {} bytes, {}, {} ({})",
+                info.size,
+                if info.is_static { "static" } else { "dynamic" },
+                if info.stripped {
+                    "stripped"
+                } else {
+                    "not stripped"
+                },
+                path.display()
+            );
+        }
+    }
+
+    let report = json!({
+        "date_utc": utc_date(now),
+        "epoch_secs": now,
+        "machine": {
+            "cpus": cpu_count,
+            "cpu_model": cpu_model(),
+            "kernel": kernel.trim(),
+        },
+        "build": options.build,
+        "driver_vm_hwm_at_spawn_kib_max": driver_hwm,
+        "pinning": pinning_text,
+        "events": options.events,
+        "rounds": options.rounds,
+        "warmup_events": options.warmup,
+        "definitions": {
+            "cold_start": "spawn() to the registration request (head and body) read by the driver",
+            "per_event": "INVOKE response written to the next /event/next request read",
+            "shutdown_to_exit": "SHUTDOWN response written to the extension's exit seen on its pidfd",
+            "vm_hwm": "VmHWM of the extension process (own peak RSS) read just before SHUTDOWN is sent",
+            "tree_maxrss": "ru_maxrss from wait4: the largest peak RSS of the extension and of the children it waited for",
+            "ratios": "median over rounds of program/floor (and program-floor) measured in the same round",
+        },
+        "programs": json_programs,
+        "failures": failures,
+    });
+    if let Some(parent) = options.out.parent() {
+        let _ = fs::create_dir_all(parent);
+    }
+    match serde_json::to_string_pretty(&report) {
+        Ok(text) => {
+            if let Err(error) = fs::write(&options.out, text + "\n") {
+                eprintln!("bench: cannot write {}: {error}", options.out.display());
+            } else {
+                println!("JSON results: {}", options.out.display());
+            }
+        }
+        Err(error) => eprintln!("bench: cannot serialise results: {error}"),
+    }
+    if !failures.is_empty() {
+        eprintln!("bench: {} misbehaving run(s):", failures.len());
+        for failure in &failures {
+            eprintln!("  {failure}");
+        }
+        std::process::exit(1);
+    }
+}
