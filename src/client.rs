@@ -37,6 +37,7 @@
 //! - The API address may carry a path: `127.0.0.1:9000/.rt` is valid.
 
 use std::fmt;
+use std::io::Read;
 
 use crate::api::{
     ErrorRequest, LogSubscription, NextEventResponse, RegistrationRequest, RegistrationResponse,
@@ -194,9 +195,11 @@ impl std::error::Error for ClientError {
 /// ureq's default 128 KiB connection buffers are zero-filled when the connection opens, which
 /// costs more at start-up than everything else the extension does before registering (in a
 /// size-optimised build the fill is a byte loop); 16 KiB holds any Lambda API header and event.
+/// Statuses are not errors at the agent level, so no request needs a configuration of its own.
 pub fn lambda_agent() -> ureq::Agent {
     const BUFFER_BYTES: usize = 16 * 1024;
     ureq::Agent::config_builder()
+        .http_status_as_error(false)
         .input_buffer_size(BUFFER_BYTES)
         .output_buffer_size(BUFFER_BYTES)
         .max_response_header_size(BUFFER_BYTES)
@@ -263,7 +266,8 @@ impl RegistrationClient {
         let base = format!("http://{}", runtime_api.trim_end_matches('/'));
         let url = format!("{base}/{EXTENSIONS_API_VERSION}/extension/register");
         let body = to_json(request);
-        let mut response = request_builder_config(
+        let mut response = keep_status(
+            &self.agent,
             self.agent
                 .post(&url)
                 .header(EXTENSION_NAME_HEADER, &name)
@@ -331,7 +335,8 @@ impl InvocationClient {
     /// It has no timeout: Lambda may freeze the process while it waits.
     pub fn next_event(&self) -> Result<NextEventResponse, ClientError> {
         let endpoint = Endpoint::NextEvent;
-        let mut response = request_builder_config(
+        let mut response = keep_status(
+            &self.agent,
             self.agent
                 .get(&self.next_url)
                 .header(EXTENSION_IDENTIFIER_HEADER, &self.extension_id),
@@ -401,7 +406,8 @@ impl InvocationClient {
         subscription: &LogSubscription,
     ) -> Result<(), ClientError> {
         let body = to_json(subscription);
-        let mut response = request_builder_config(
+        let mut response = keep_status(
+            &self.agent,
             self.agent
                 .put(url)
                 .header(EXTENSION_IDENTIFIER_HEADER, &self.extension_id)
@@ -426,7 +432,8 @@ impl InvocationClient {
             error_message: message.to_string(),
             error_type: error_type.to_string(),
         });
-        let mut response = request_builder_config(
+        let mut response = keep_status(
+            &self.agent,
             self.agent
                 .post(url)
                 .header(EXTENSION_IDENTIFIER_HEADER, &self.extension_id)
@@ -449,9 +456,18 @@ fn default_extension_name() -> Option<String> {
     Some(name.to_string_lossy().into_owned())
 }
 
-/// Every call reads the status itself (so error bodies are kept) and never times out.
-fn request_builder_config<B>(builder: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
-    builder.config().http_status_as_error(false).build()
+/// Every call reads the status itself, so error bodies are kept. An agent configured that way
+/// (like [`lambda_agent`]) needs nothing per request: a per-request configuration copies the
+/// agent's whole configuration on every call.
+fn keep_status<B>(
+    agent: &ureq::Agent,
+    builder: ureq::RequestBuilder<B>,
+) -> ureq::RequestBuilder<B> {
+    if agent.config().http_status_as_error() {
+        builder.config().http_status_as_error(false).build()
+    } else {
+        builder
+    }
 }
 
 /// Sorts a ureq error: a request that could not even be built is not worth retrying.
@@ -474,13 +490,17 @@ fn read_body(
     endpoint: Endpoint,
     url: &str,
 ) -> Result<Vec<u8>, ClientError> {
-    // No size limit: an event is passed on whole or not at all.
-    response
-        .body_mut()
-        .with_config()
+    // No size limit: an event is passed on whole or not at all. Sized up front from
+    // Content-Length, so a typical event is read without reallocating.
+    let body = response.body_mut();
+    let expected = body.content_length().unwrap_or(0).min(1 << 20) as usize;
+    let mut bytes = Vec::with_capacity(expected);
+    body.with_config()
         .limit(u64::MAX)
-        .read_to_vec()
-        .map_err(|source| transport(endpoint, url, source))
+        .reader()
+        .read_to_end(&mut bytes)
+        .map_err(|error| transport(endpoint, url, ureq::Error::Io(error)))?;
+    Ok(bytes)
 }
 
 fn expect_status(

@@ -6,13 +6,16 @@
 //! megabytes, or leaves a background child holding its pipes open cannot block the extension.
 
 use std::fmt;
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use crate::spawn::{self, Environment, Lookup, Stdin};
 
 /// The process group of the command running now, for the signal handler: 0 when none runs,
 /// [`STARTING`] while one is being spawned (so a signal arriving then waits for its group).
@@ -75,18 +78,14 @@ impl CommandLine {
         }
     }
 
-    fn to_command(&self) -> Command {
+    /// The argv to spawn: the words themselves (looked up in PATH), or `/bin/sh -c line`.
+    fn argv(&self) -> (Vec<&str>, Lookup) {
         match self {
-            CommandLine::Direct { argv, .. } => {
-                let mut command = Command::new(&argv[0]);
-                command.args(&argv[1..]);
-                command
-            }
-            CommandLine::Shell { line } => {
-                let mut command = Command::new("/bin/sh");
-                command.arg("-c").arg(line);
-                command
-            }
+            CommandLine::Direct { argv, .. } => (
+                argv.iter().map(String::as_str).collect(),
+                Lookup::SearchPath,
+            ),
+            CommandLine::Shell { line } => (vec!["/bin/sh", "-c", line], Lookup::ExactPath),
         }
     }
 }
@@ -236,21 +235,24 @@ fn signal_name(signal: i32) -> &'static str {
     }
 }
 
-/// Runs commands one after another, reusing one output buffer.
+/// Runs commands one after another, reusing one output buffer and one copy of the environment.
 pub struct Executor {
     buffer: Vec<u8>,
-}
-
-impl Default for Executor {
-    fn default() -> Self {
-        Executor {
-            buffer: vec![0; READ_CHUNK_BYTES],
-        }
-    }
+    environment: Environment,
 }
 
 impl Executor {
-    /// Runs `command` to completion (or to its deadline) with `env` added to the environment.
+    /// An executor whose commands inherit this process's environment, except the `managed`
+    /// variables, which only ever come from the `env` given to [`Executor::run`].
+    pub fn new(managed: &[&str]) -> Executor {
+        Executor {
+            buffer: vec![0; READ_CHUNK_BYTES],
+            environment: Environment::capture(managed),
+        }
+    }
+
+    /// Runs `command` to completion (or to its deadline) with `env` added to the environment,
+    /// in a process group of its own (so a deadline or a signal reaches its children too).
     pub fn run(
         &mut self,
         command: &CommandLine,
@@ -259,40 +261,34 @@ impl Executor {
         deadline: Option<Deadline>,
         leftovers: Leftovers,
     ) -> Result<(), CommandFailure> {
-        let mut process = command.to_command();
-        process
-            .envs(env.iter().copied())
-            .stdin(match input {
-                Input::Nothing => Stdio::null(),
-                Input::Bytes(_) => Stdio::piped(),
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Its own group, so a deadline or a signal reaches its children too. process_group
-            // (unlike a pre_exec closure) keeps std's fast posix_spawn path.
-            .process_group(0);
+        let (argv, lookup) = command.argv();
+        let stdin = match input {
+            Input::Nothing => Stdin::Null,
+            Input::Bytes(_) => Stdin::Piped,
+        };
         RUNNING_GROUP.store(STARTING, Ordering::SeqCst);
-        let mut child = process.spawn().map_err(|error| {
-            RUNNING_GROUP.store(0, Ordering::SeqCst);
-            CommandFailure::NotStarted {
-                command: command.line().to_string(),
-                error,
-            }
-        })?;
-        let group = child.id() as i32;
+        let process =
+            spawn::spawn(&argv, lookup, &self.environment, env, stdin).map_err(|error| {
+                RUNNING_GROUP.store(0, Ordering::SeqCst);
+                CommandFailure::NotStarted {
+                    command: command.line().to_string(),
+                    error,
+                }
+            })?;
+        let group = process.pid;
         RUNNING_GROUP.store(group, Ordering::SeqCst);
         let stdin_bytes = match input {
             Input::Nothing => &[][..],
             Input::Bytes(bytes) => bytes,
         };
         let mut run = Running {
-            stdin: child.stdin.take().map(|stdin| (stdin, stdin_bytes)),
-            stdout: child.stdout.take().map(Output::new),
-            stderr: child.stderr.take().map(Output::new),
+            stdin: process.stdin.map(|stdin| (stdin, stdin_bytes)),
+            stdout: Some(Output::new(process.stdout)),
+            stderr: Some(Output::new(process.stderr)),
             stderr_tail: Vec::new(),
             stage: Stage::Running,
         };
-        let status = run.supervise(&mut child, group, deadline, leftovers, &mut self.buffer);
+        let status = run.supervise(group, deadline, leftovers, &mut self.buffer);
         RUNNING_GROUP.store(0, Ordering::SeqCst);
         let stderr_tail = tail_text(&run.stderr_tail);
         let command = command.line().to_string();
@@ -331,14 +327,14 @@ enum Stage {
 }
 
 /// One of the command's output pipes, copied to the same stream of the extension.
-struct Output<P> {
-    pipe: P,
+struct Output {
+    pipe: File,
     /// Whether the last byte copied ended a line, so a last line without one can be completed.
     at_line_start: bool,
 }
 
-impl<P: AsRawFd> Output<P> {
-    fn new(pipe: P) -> Self {
+impl Output {
+    fn new(pipe: File) -> Self {
         set_nonblocking(pipe.as_raw_fd());
         Output {
             pipe,
@@ -348,9 +344,9 @@ impl<P: AsRawFd> Output<P> {
 }
 
 struct Running<'a> {
-    stdin: Option<(ChildStdin, &'a [u8])>,
-    stdout: Option<Output<ChildStdout>>,
-    stderr: Option<Output<ChildStderr>>,
+    stdin: Option<(File, &'a [u8])>,
+    stdout: Option<Output>,
+    stderr: Option<Output>,
     stderr_tail: Vec<u8>,
     stage: Stage,
 }
@@ -360,7 +356,6 @@ impl Running<'_> {
     /// with its group's leftovers and reaps it.
     fn supervise(
         &mut self,
-        child: &mut Child,
         group: i32,
         deadline: Option<Deadline>,
         leftovers: Leftovers,
@@ -371,8 +366,8 @@ impl Running<'_> {
         }
         self.write_stdin();
         // Without pidfds (old kernels, some sandboxes) fall back to checking every few ms.
-        let exit_watch = pidfd_open(child.id() as i32);
-        loop {
+        let exit_watch = pidfd_open(group);
+        let status = loop {
             let now = Instant::now();
             if let Some(deadline) = deadline {
                 if self.stage == Stage::Running && now >= deadline.terminate_at {
@@ -394,17 +389,27 @@ impl Running<'_> {
                     t.min(Duration::from_millis(5))
                 }));
             }
-            let exited = self.wait_once(exit_watch.as_ref(), timeout, buffer)?;
-            if exited || (exit_watch.is_none() && child.try_wait()?.is_some()) {
-                break;
+            if self.wait_once(exit_watch.as_ref(), timeout, buffer)? {
+                // Exited but not reaped yet, so its group id cannot be reused: whatever it left
+                // in its group dies now rather than running frozen between invokes.
+                kill_leftovers(group, leftovers);
+                break spawn::wait(group, false)?.unwrap_or_default();
             }
-        }
-        if leftovers == Leftovers::Kill {
-            // The command has exited (still unreaped, so its group id cannot be reused):
-            // whatever it left in its group dies now rather than running frozen between invokes.
-            signal_group(group, libc::SIGKILL);
-        }
-        let status = child.wait()?;
+            if exit_watch.is_none() {
+                if let Some(status) = spawn::wait(group, true)? {
+                    // Reaped already; leftovers, if any, still hold the group id.
+                    kill_leftovers(group, leftovers);
+                    break status;
+                }
+            }
+        };
+        self.after_exit(leftovers, buffer);
+        Ok(ExitStatus::from_raw(status))
+    }
+
+    /// Once the command has exited: stop feeding it, copy what it wrote, and keep copying what
+    /// its background children write if they may live on.
+    fn after_exit(&mut self, leftovers: Leftovers, buffer: &mut [u8]) {
         self.stdin = None;
         self.copy_available(buffer);
         match leftovers {
@@ -415,7 +420,6 @@ impl Running<'_> {
             }
             Leftovers::KeepRunning => self.keep_forwarding(),
         }
-        Ok(status)
     }
 
     /// Copies what the pipes hold right now, without waiting for more.
@@ -564,8 +568,8 @@ enum ReadResult {
 }
 
 /// Reads one chunk and copies it to `sink` (and its end to `tail`).
-fn copy_once<P: Read>(
-    output: &mut Output<P>,
+fn copy_once(
+    output: &mut Output,
     sink: &mut impl Write,
     tail: Option<&mut Vec<u8>>,
     buffer: &mut [u8],
@@ -591,8 +595,8 @@ fn copy_once<P: Read>(
 }
 
 /// Copies until the pipe is empty for now (or closed); returns what the last read found.
-fn copy_all<P: Read>(
-    output: &mut Output<P>,
+fn copy_all(
+    output: &mut Output,
     sink: &mut impl Write,
     mut tail: Option<&mut Vec<u8>>,
     buffer: &mut [u8],
@@ -606,7 +610,7 @@ fn copy_all<P: Read>(
 }
 
 /// Ends a last line that had no newline, so the next log line starts on its own.
-fn finish_line<P>(output: Option<&Output<P>>, sink: &mut impl Write) {
+fn finish_line(output: Option<&Output>, sink: &mut impl Write) {
     if let Some(output) = output {
         if !output.at_line_start {
             let _ = sink.write_all(b"\n");
@@ -662,6 +666,12 @@ fn pidfd_open(pid: i32) -> Option<OwnedFd> {
     }
     // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
     Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+fn kill_leftovers(group: i32, leftovers: Leftovers) {
+    if leftovers == Leftovers::Kill {
+        signal_group(group, libc::SIGKILL);
+    }
 }
 
 /// Sends `signal` to every process in `group` (ignoring "no such group": it is already gone).

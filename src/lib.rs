@@ -6,6 +6,7 @@
 //! - [`config`]: the binary's flags and their environment-variable twins.
 //! - [`command`]: running a command with stdin, a deadline and its own process group.
 //! - [`runner`]: the event loop of the binary.
+//! - [`spawn`]: starting a process with `posix_spawn`, its environment prepared once.
 //! - [`signals`]: SIGTERM/SIGINT handling.
 
 pub mod api;
@@ -14,3 +15,4 @@ pub mod command;
 pub mod config;
 pub mod runner;
 pub mod signals;
+pub mod spawn;

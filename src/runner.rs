@@ -70,6 +70,17 @@ impl Exit {
     }
 }
 
+/// The variables the extension sets for its commands: never inherited from its own environment.
+const HANDLER_ENV: [&str; 7] = [
+    "LAMBDA_EVENT_TYPE",
+    "LAMBDA_DEADLINE_MS",
+    "LAMBDA_EXTENSION_NAME",
+    "LAMBDA_REQUEST_ID",
+    "LAMBDA_INVOKED_FUNCTION_ARN",
+    "LAMBDA_SHUTDOWN_REASON",
+    "_X_AMZN_TRACE_ID",
+];
+
 /// Pauses between attempts when registration gets no response: a couple of quick retries.
 const REGISTER_RETRY_DELAYS: &[Duration] =
     &[Duration::from_millis(100), Duration::from_millis(300)];
@@ -127,7 +138,7 @@ pub fn run(options: &Options) -> Exit {
     Extension {
         client,
         config,
-        executor: Executor::default(),
+        executor: Executor::new(&HANDLER_ENV),
     }
     .run()
 }

@@ -1,0 +1,342 @@
+//! Starting a command with `posix_spawn(3)`, straight from the C library.
+//!
+//! `std::process::Command` rebuilds the whole environment (a `BTreeMap` of every variable, then
+//! a C string array) on every spawn once a single variable is added, and the extension adds
+//! several per event: with a Lambda-sized environment that was most of the per-event cost. Here
+//! the inherited environment is converted once ([`Environment::capture`]) and each spawn only
+//! appends its own few variables.
+
+use std::ffi::{CStr, CString};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::raw::c_char;
+use std::ptr;
+
+/// The process environment as C strings, minus the variables each spawn sets itself.
+#[derive(Debug, Clone)]
+pub struct Environment {
+    inherited: Vec<CString>,
+}
+
+impl Environment {
+    /// Takes the current environment once, leaving out `managed` names (set per spawn, so an
+    /// inherited value must never leak into a spawn that does not set them).
+    pub fn capture(managed: &[&str]) -> Environment {
+        let inherited = std::env::vars_os()
+            .filter(|(name, _)| {
+                !managed
+                    .iter()
+                    .any(|m| name.as_encoded_bytes() == m.as_bytes())
+            })
+            .filter_map(|(name, value)| {
+                let mut entry = name.into_encoded_bytes();
+                entry.push(b'=');
+                entry.extend_from_slice(value.as_encoded_bytes());
+                CString::new(entry).ok()
+            })
+            .collect();
+        Environment { inherited }
+    }
+}
+
+/// Where the program is looked up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// A bare name is searched in `PATH` (like a shell does).
+    SearchPath,
+    /// The first argument is the path of the program.
+    ExactPath,
+}
+
+/// What the new process reads on stdin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stdin {
+    Null,
+    Piped,
+}
+
+/// A started process: its pid (also its process group) and our ends of its pipes.
+#[derive(Debug)]
+pub struct Process {
+    pub pid: i32,
+    pub stdin: Option<File>,
+    pub stdout: File,
+    pub stderr: File,
+}
+
+/// Starts `argv` in a new process group of its own, with stdout and stderr piped, the inherited
+/// environment plus `extra`, and SIGPIPE back to its default (Rust ignores it in this process,
+/// and an ignored signal would stay ignored across exec).
+pub fn spawn(
+    argv: &[&str],
+    lookup: Lookup,
+    environment: &Environment,
+    extra: &[(&str, &str)],
+    stdin: Stdin,
+) -> io::Result<Process> {
+    let argv: Vec<CString> = argv
+        .iter()
+        .map(|arg| c_string(arg.as_bytes()))
+        .collect::<io::Result<_>>()?;
+    let extra: Vec<CString> = extra
+        .iter()
+        .map(|(name, value)| {
+            let mut entry = Vec::with_capacity(name.len() + value.len() + 2);
+            entry.extend_from_slice(name.as_bytes());
+            entry.push(b'=');
+            entry.extend_from_slice(value.as_bytes());
+            c_string(&entry)
+        })
+        .collect::<io::Result<_>>()?;
+    let argv_pointers = null_terminated(argv.iter());
+    let env_pointers = null_terminated(environment.inherited.iter().chain(extra.iter()));
+    let program = argv
+        .first()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
+
+    let (stdout, child_stdout) = pipe()?;
+    let (stderr, child_stderr) = pipe()?;
+    let (child_stdin, stdin) = match stdin {
+        Stdin::Piped => {
+            let (read, write) = pipe()?;
+            (Some(read), Some(write))
+        }
+        Stdin::Null => (None, None),
+    };
+    let mut actions = FileActions::new()?;
+    match &child_stdin {
+        Some(read) => actions.dup2(read, 0)?,
+        None => actions.open_null(0)?,
+    }
+    actions.dup2(&child_stdout, 1)?;
+    actions.dup2(&child_stderr, 2)?;
+    let attributes = Attributes::new()?;
+
+    let mut pid: libc::pid_t = 0;
+    // SAFETY: every pointer is valid for the call: the argv and envp arrays are null-terminated
+    // and point into CStrings that outlive it; actions and attributes are initialised.
+    let error = unsafe {
+        let spawn = match lookup {
+            Lookup::SearchPath => libc::posix_spawnp,
+            Lookup::ExactPath => libc::posix_spawn,
+        };
+        spawn(
+            &mut pid,
+            program.as_ptr(),
+            &actions.0,
+            &attributes.0,
+            argv_pointers.as_ptr() as *const *mut c_char,
+            env_pointers.as_ptr() as *const *mut c_char,
+        )
+    };
+    if error != 0 {
+        return Err(io::Error::from_raw_os_error(error));
+    }
+    // The child's ends (closed here when dropped) now live in the child only.
+    drop((child_stdin, child_stdout, child_stderr));
+    Ok(Process {
+        pid,
+        stdin: stdin.map(File::from),
+        stdout: File::from(stdout),
+        stderr: File::from(stderr),
+    })
+}
+
+/// Waits for `pid` to end (`nohang`: only if it has already ended) and returns its raw status.
+pub fn wait(pid: i32, nohang: bool) -> io::Result<Option<i32>> {
+    let flags = if nohang { libc::WNOHANG } else { 0 };
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes the status into a valid local.
+        let waited = unsafe { libc::waitpid(pid, &mut status, flags) };
+        if waited == pid {
+            return Ok(Some(status));
+        }
+        if waited == 0 {
+            return Ok(None);
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+}
+
+fn c_string(bytes: &[u8]) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a command or variable contains a NUL byte",
+        )
+    })
+}
+
+fn null_terminated<'a>(strings: impl Iterator<Item = &'a CString>) -> Vec<*const c_char> {
+    strings
+        .map(|string| string.as_ptr())
+        .chain(std::iter::once(ptr::null()))
+        .collect()
+}
+
+/// A pipe whose ends are closed on exec: (read end, write end).
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into a valid array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned these descriptors to us; nothing else owns them.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn check(result: libc::c_int) -> io::Result<()> {
+    // The posix_spawn family returns the error number instead of setting errno.
+    match result {
+        0 => Ok(()),
+        error => Err(io::Error::from_raw_os_error(error)),
+    }
+}
+
+struct FileActions(libc::posix_spawn_file_actions_t);
+
+impl FileActions {
+    fn new() -> io::Result<FileActions> {
+        // SAFETY: a zeroed value is then initialised by the library before any use.
+        let mut actions = FileActions(unsafe { std::mem::zeroed() });
+        check(unsafe { libc::posix_spawn_file_actions_init(&mut actions.0) })?;
+        Ok(actions)
+    }
+
+    fn dup2(&mut self, from: &OwnedFd, to: i32) -> io::Result<()> {
+        // SAFETY: the actions are initialised; the descriptor stays open until the spawn.
+        check(unsafe { libc::posix_spawn_file_actions_adddup2(&mut self.0, from.as_raw_fd(), to) })
+    }
+
+    fn open_null(&mut self, to: i32) -> io::Result<()> {
+        const DEV_NULL: &CStr = c"/dev/null";
+        // SAFETY: the actions are initialised; the path is a static C string.
+        check(unsafe {
+            libc::posix_spawn_file_actions_addopen(
+                &mut self.0,
+                to,
+                DEV_NULL.as_ptr(),
+                libc::O_RDONLY,
+                0,
+            )
+        })
+    }
+}
+
+impl Drop for FileActions {
+    fn drop(&mut self) {
+        // SAFETY: initialised in new().
+        unsafe { libc::posix_spawn_file_actions_destroy(&mut self.0) };
+    }
+}
+
+struct Attributes(libc::posix_spawnattr_t);
+
+impl Attributes {
+    /// A new process group led by the child, and SIGPIPE back to its default.
+    fn new() -> io::Result<Attributes> {
+        // SAFETY: a zeroed value is initialised by the library; the calls below only set fields
+        // of it, and the signal set is initialised by sigemptyset before use.
+        unsafe {
+            let mut attributes = Attributes(std::mem::zeroed());
+            check(libc::posix_spawnattr_init(&mut attributes.0))?;
+            let mut default_signals: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut default_signals);
+            libc::sigaddset(&mut default_signals, libc::SIGPIPE);
+            check(libc::posix_spawnattr_setsigdefault(
+                &mut attributes.0,
+                &default_signals,
+            ))?;
+            check(libc::posix_spawnattr_setpgroup(&mut attributes.0, 0))?;
+            let flags = libc::POSIX_SPAWN_SETPGROUP | libc::POSIX_SPAWN_SETSIGDEF;
+            check(libc::posix_spawnattr_setflags(
+                &mut attributes.0,
+                flags as libc::c_short,
+            ))?;
+            Ok(attributes)
+        }
+    }
+}
+
+impl Drop for Attributes {
+    fn drop(&mut self) {
+        // SAFETY: initialised in new().
+        unsafe { libc::posix_spawnattr_destroy(&mut self.0) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    fn run(argv: &[&str], lookup: Lookup, extra: &[(&str, &str)], input: &[u8]) -> (i32, String) {
+        let environment = Environment::capture(&["SPAWN_TEST_MANAGED"]);
+        let mut process = spawn(argv, lookup, &environment, extra, Stdin::Piped).unwrap();
+        let mut stdin = process.stdin.take().unwrap();
+        stdin.write_all(input).unwrap();
+        drop(stdin);
+        let mut output = String::new();
+        process.stdout.read_to_string(&mut output).unwrap();
+        let status = wait(process.pid, false).unwrap().unwrap();
+        (status, output)
+    }
+
+    #[test]
+    fn passes_stdin_argv_and_extra_environment() {
+        let (status, output) = run(
+            &[
+                "sh",
+                "-c",
+                "cat; printf ' %s %s' \"$1\" \"$EXTRA\"",
+                "sh",
+                "arg one",
+            ],
+            Lookup::SearchPath,
+            &[("EXTRA", "x=y")],
+            b"input",
+        );
+        assert_eq!(status, 0);
+        assert_eq!(output, "input arg one x=y");
+    }
+
+    #[test]
+    fn runs_in_a_group_of_its_own() {
+        let script = "cut -d' ' -f5 /proc/$$/stat; echo $$";
+        let (_, output) = run(&["/bin/sh", "-c", script], Lookup::ExactPath, &[], b"");
+        let mut lines = output.lines();
+        assert_eq!(lines.next(), lines.next(), "pgid equals pid: {output}");
+    }
+
+    #[test]
+    fn missing_program_is_an_os_error() {
+        let environment = Environment::capture(&[]);
+        let error = spawn(
+            &["/nonexistent/program"],
+            Lookup::ExactPath,
+            &environment,
+            &[],
+            Stdin::Null,
+        )
+        .unwrap_err();
+        assert_eq!(error.raw_os_error(), Some(libc::ENOENT));
+    }
+
+    #[test]
+    fn managed_names_are_left_out_of_the_inherited_environment() {
+        let environment = Environment::capture(&["PATH"]);
+        assert!(environment
+            .inherited
+            .iter()
+            .all(|entry| !entry.as_bytes().starts_with(b"PATH=")));
+        assert!(Environment::capture(&[])
+            .inherited
+            .iter()
+            .any(|entry| entry.as_bytes().starts_with(b"PATH=")));
+    }
+}
