@@ -57,6 +57,32 @@ pub struct Options {
     pub timeout_margin_ms: Option<String>,
 }
 
+impl Options {
+    /// The options as Lambda gives them: from the environment when there are no arguments
+    /// (building clap's parser is most of the start-up work, and Lambda never passes any), and
+    /// through clap otherwise (flags, `--help`, `--version`).
+    pub fn from_args_or_env() -> Options {
+        if std::env::args_os().len() > 1 {
+            Options::parse()
+        } else {
+            Options::from_env()
+        }
+    }
+
+    /// The options from their environment variables alone, as clap would read them.
+    pub fn from_env() -> Options {
+        let var =
+            |name: &str| std::env::var_os(name).map(|value| value.to_string_lossy().into_owned());
+        Options {
+            handler: var(HANDLER_ENV),
+            init: var(INIT_ENV),
+            events: var(EVENTS_ENV),
+            on_error: var(ON_ERROR_ENV),
+            timeout_margin_ms: var(TIMEOUT_MARGIN_ENV),
+        }
+    }
+}
+
 /// Which events the extension registers for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventSet {

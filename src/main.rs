@@ -2,12 +2,11 @@
 
 use std::io::Write;
 
-use clap::Parser;
 use lambda_shell_extension::config::Options;
-use lambda_shell_extension::{runner, signals};
+use lambda_shell_extension::runner;
 
 fn main() {
-    let options = Options::parse();
+    let options = Options::from_args_or_env();
     let name = std::env::args_os()
         .next()
         .and_then(|argv0| {
@@ -19,8 +18,5 @@ fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format(move |out, record| writeln!(out, "[{name}] {} {}", record.level(), record.args()))
         .init();
-    if let Err(error) = signals::install() {
-        log::warn!("cannot handle SIGTERM/SIGINT: {error}");
-    }
     std::process::exit(runner::run(&options).code());
 }

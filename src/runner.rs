@@ -112,6 +112,11 @@ pub fn run(options: &Options) -> Exit {
             return Exit::Failure;
         }
     };
+    // Registering comes first (Lambda starts the runtime only once every extension has); no
+    // command can run before this point, so a signal needs no handling until now.
+    if let Err(error) = crate::signals::install() {
+        warn!("cannot handle SIGTERM/SIGINT: {error}");
+    }
     info!(
         "registered as {} for {} of function {} ({})",
         client.extension_name(),

@@ -64,3 +64,29 @@ fn config_bad_number() {
 fn config_bad_mode() {
     bad_config("SHELL_EXT_ON_ERROR", Some("retry"), &["exit", "continue"]);
 }
+
+/// Flags are the environment variables' twins: with arguments, clap reads them (and the
+/// environment fills in the rest).
+#[test]
+fn flags_configure_like_the_environment() {
+    let sb = Sandbox::new();
+    let api = FakeApi::start();
+    let seen = sb.p("seen");
+    api.push_shutdown("spindown", deadline_in(2000));
+    let mut ext = sb
+        .ext(&api)
+        .env_remove("SHELL_EXT_HANDLER")
+        .args(&[
+            "--handler",
+            &format!("/bin/sh -c 'echo $LAMBDA_EVENT_TYPE >> {seen}'"),
+        ])
+        .env("SHELL_EXT_EVENTS", "SHUTDOWN")
+        .spawn();
+    ext.expect_exit(0, secs(10));
+    let regs = api.requests_to(Endpoint::Register);
+    assert_eq!(regs[0].json()["events"], serde_json::json!(["SHUTDOWN"]));
+    assert_eq!(
+        std::fs::read_to_string(sb.path("seen")).unwrap(),
+        "SHUTDOWN\n"
+    );
+}

@@ -103,6 +103,7 @@ impl Sandbox {
             stdin_pipe: false,
             binary: None,
             wrapper: None,
+            args: Vec::new(),
         }
     }
 }
@@ -115,6 +116,8 @@ pub struct Launcher<'a> {
     stdin_pipe: bool,
     binary: Option<PathBuf>,
     wrapper: Option<PathBuf>,
+    /// Lambda passes none; only for testing the flags.
+    args: Vec<String>,
 }
 
 impl Launcher<'_> {
@@ -150,6 +153,12 @@ impl Launcher<'_> {
         self
     }
 
+    /// Command-line arguments (Lambda passes none: only the flags test uses this).
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.args = args.iter().map(|a| a.to_string()).collect();
+        self
+    }
+
     pub fn env_remove(mut self, k: &str) -> Self {
         self.envs.retain(|(key, _)| key != k);
         self.removed.push(k.to_string());
@@ -175,6 +184,7 @@ impl Launcher<'_> {
             }
             None => Command::new(&path),
         };
+        cmd.args(&self.args);
         cmd.env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .current_dir(self.sandbox.root())
