@@ -647,13 +647,10 @@ fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
 }
 
 fn set_nonblocking(fd: RawFd) {
-    // SAFETY: fcntl on a descriptor we own; only the O_NONBLOCK status flag is changed (pipes
-    // carry no other settable status flags here).
+    // SAFETY: fcntl on a descriptor we own. F_SETFL ignores the access mode, and our fresh pipe
+    // ends carry no other status flag, so there is nothing to read back and keep first.
     unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        if flags >= 0 {
-            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
-        }
+        libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK);
     }
 }
 
