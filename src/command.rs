@@ -285,6 +285,7 @@ impl Executor {
             stdin: process.stdin.map(|stdin| (stdin, stdin_bytes)),
             stdout: Some(Output::new(process.stdout)),
             stderr: Some(Output::new(process.stderr)),
+            output_writers: Some(process.output_writers),
             stderr_tail: Vec::new(),
             stage: Stage::Running,
         };
@@ -347,6 +348,8 @@ struct Running<'a> {
     stdin: Option<(File, &'a [u8])>,
     stdout: Option<Output>,
     stderr: Option<Output>,
+    /// Held while the command runs (see [`spawn::Process::output_writers`]).
+    output_writers: Option<[OwnedFd; 2]>,
     stderr_tail: Vec<u8>,
     stage: Stage,
 }
@@ -411,6 +414,8 @@ impl Running<'_> {
     /// its background children write if they may live on.
     fn after_exit(&mut self, leftovers: Leftovers, buffer: &mut [u8]) {
         self.stdin = None;
+        // From here on the pipes may end: when the command and whatever it left have closed them.
+        self.output_writers = None;
         self.copy_available(buffer);
         match leftovers {
             Leftovers::Kill => {
@@ -448,6 +453,7 @@ impl Running<'_> {
             stdin: None,
             stdout: self.stdout.take(),
             stderr: self.stderr.take(),
+            output_writers: None,
             stderr_tail: Vec::new(),
             stage: Stage::Running,
         };

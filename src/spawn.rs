@@ -63,6 +63,11 @@ pub struct Process {
     pub stdin: Option<File>,
     pub stdout: File,
     pub stderr: File,
+    /// Copies of the write ends of stdout and stderr. While they are open the pipes cannot
+    /// reach end-of-file, so the command's exit wakes its supervisor once (through a pidfd)
+    /// instead of three times (each pipe closing first, in the middle of the exit); drop them
+    /// to let the pipes end.
+    pub output_writers: [OwnedFd; 2],
 }
 
 /// Starts `argv` in a new process group of its own, with stdout and stderr piped, the inherited
@@ -133,13 +138,14 @@ pub fn spawn(
     if error != 0 {
         return Err(io::Error::from_raw_os_error(error));
     }
-    // The child's ends (closed here when dropped) now live in the child only.
-    drop((child_stdin, child_stdout, child_stderr));
+    // The child's end of stdin lives in the child only; see `output_writers` for the others.
+    drop(child_stdin);
     Ok(Process {
         pid,
         stdin: stdin.map(File::from),
         stdout: File::from(stdout),
         stderr: File::from(stderr),
+        output_writers: [child_stdout, child_stderr],
     })
 }
 
@@ -278,6 +284,7 @@ mod tests {
     fn run(argv: &[&str], lookup: Lookup, extra: &[(&str, &str)], input: &[u8]) -> (i32, String) {
         let environment = Environment::capture(&["SPAWN_TEST_MANAGED"]);
         let mut process = spawn(argv, lookup, &environment, extra, Stdin::Piped).unwrap();
+        drop(process.output_writers);
         let mut stdin = process.stdin.take().unwrap();
         stdin.write_all(input).unwrap();
         drop(stdin);
