@@ -199,6 +199,9 @@ impl std::error::Error for ClientError {
 pub fn lambda_agent() -> ureq::Agent {
     const BUFFER_BYTES: usize = 16 * 1024;
     ureq::Agent::config_builder()
+        // The API is on loopback: a proxy set for the function (HTTP_PROXY, ALL_PROXY...) must
+        // never see, or break, the extension's calls.
+        .proxy(None)
         .http_status_as_error(false)
         .input_buffer_size(BUFFER_BYTES)
         .output_buffer_size(BUFFER_BYTES)

@@ -90,3 +90,27 @@ fn flags_configure_like_the_environment() {
         "SHUTDOWN\n"
     );
 }
+
+/// A proxy configured for the function (`HTTP_PROXY` and friends, read by ureq by default)
+/// must not be used for the Extensions API on loopback.
+#[test]
+fn function_proxy_settings_are_ignored() {
+    let sb = Sandbox::new();
+    let api = FakeApi::start();
+    let seen = sb.p("seen");
+    api.push_invoke("r-proxy", deadline_in(5000));
+    api.push_shutdown("spindown", deadline_in(2000));
+    let mut launcher = sb.ext(&api).handler(&format!("/bin/sh -c 'cat >> {seen}'"));
+    for var in ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"] {
+        launcher = launcher.env(var, "http://127.0.0.1:9");
+    }
+    let mut ext = launcher.spawn();
+    ext.expect_exit(0, secs(10));
+    assert_eq!(api.count(Endpoint::Register), 1, "{}", api.describe());
+    assert_eq!(api.count(Endpoint::Next), 2, "{}", api.describe());
+    let stdin = std::fs::read_to_string(sb.path("seen")).unwrap();
+    assert!(
+        stdin.contains("r-proxy") && stdin.contains("SHUTDOWN"),
+        "{stdin}"
+    );
+}
