@@ -39,11 +39,16 @@
 use std::fmt;
 use std::io::Read;
 
+use ureq::http::{HeaderName, HeaderValue};
+
 use crate::api::{
     ErrorRequest, LogSubscription, NextEventResponse, RegistrationRequest, RegistrationResponse,
     ACCEPT_FEATURE_HEADER, EXTENSIONS_API_VERSION, EXTENSION_IDENTIFIER_HEADER,
     EXTENSION_NAME_HEADER, FUNCTION_ERROR_TYPE_HEADER, LOGS_API_VERSION, TELEMETRY_API_VERSION,
 };
+
+/// [`EXTENSION_IDENTIFIER_HEADER`] as a ready header name (it is sent on every event).
+const IDENTIFIER_HEADER_NAME: HeaderName = HeaderName::from_static("lambda-extension-identifier");
 
 /// The environment variable Lambda sets to the API's `host:port`.
 pub const RUNTIME_API_ENV: &str = "AWS_LAMBDA_RUNTIME_API";
@@ -203,6 +208,11 @@ pub fn lambda_agent() -> ureq::Agent {
         // never see, or break, the extension's calls.
         .proxy(None)
         .http_status_as_error(false)
+        // The API never redirects and needs none of these headers: less work on every call.
+        .max_redirects(0)
+        .user_agent(ureq::config::AutoHeaderValue::None)
+        .accept(ureq::config::AutoHeaderValue::None)
+        .accept_encoding(ureq::config::AutoHeaderValue::None)
         .input_buffer_size(BUFFER_BYTES)
         .output_buffer_size(BUFFER_BYTES)
         .max_response_header_size(BUFFER_BYTES)
@@ -283,12 +293,15 @@ impl RegistrationClient {
         expect_status(Endpoint::Register, response.status().as_u16(), &body, |s| {
             s == 200
         })?;
-        let id = response
+        let id_header = response
             .headers()
             .get(EXTENSION_IDENTIFIER_HEADER)
-            .and_then(|value| value.to_str().ok())
             .filter(|value| !value.is_empty())
-            .ok_or(ClientError::MissingIdentifier)?
+            .cloned()
+            .ok_or(ClientError::MissingIdentifier)?;
+        let id = id_header
+            .to_str()
+            .map_err(|_| ClientError::MissingIdentifier)?
             .to_string();
         let registration =
             serde_json::from_slice(&body).map_err(|source| ClientError::InvalidBody {
@@ -303,6 +316,7 @@ impl RegistrationClient {
             logs_url: format!("{base}/{LOGS_API_VERSION}/logs"),
             telemetry_url: format!("{base}/{TELEMETRY_API_VERSION}/telemetry"),
             agent: self.agent,
+            id_header,
             extension_id: id,
             extension_name: name,
         };
@@ -315,6 +329,8 @@ impl RegistrationClient {
 pub struct InvocationClient {
     agent: ureq::Agent,
     extension_id: String,
+    /// `extension_id` as a header value, validated once rather than on every event.
+    id_header: HeaderValue,
     extension_name: String,
     next_url: String,
     init_error_url: String,
@@ -342,7 +358,7 @@ impl InvocationClient {
             &self.agent,
             self.agent
                 .get(&self.next_url)
-                .header(EXTENSION_IDENTIFIER_HEADER, &self.extension_id),
+                .header(IDENTIFIER_HEADER_NAME, self.id_header.clone()),
         )
         .call()
         .map_err(|source| transport(endpoint, &self.next_url, source))?;

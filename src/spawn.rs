@@ -14,16 +14,25 @@ use std::os::raw::c_char;
 use std::ptr;
 
 /// The process environment as C strings, minus the variables each spawn sets itself.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Environment {
+    /// Owns the strings `pointers` point at: read only through them (and by the tests).
+    #[cfg_attr(not(test), allow(dead_code))]
     inherited: Vec<CString>,
+    /// `inherited` as the pointer array `posix_spawn` takes (without its terminating null).
+    pointers: Vec<*const c_char>,
 }
+
+// SAFETY: `pointers` point into the heap buffers of `inherited`, which the struct owns and never
+// changes after construction; nothing is shared that another thread could mutate.
+unsafe impl Send for Environment {}
+unsafe impl Sync for Environment {}
 
 impl Environment {
     /// Takes the current environment once, leaving out `managed` names (set per spawn, so an
     /// inherited value must never leak into a spawn that does not set them).
     pub fn capture(managed: &[&str]) -> Environment {
-        let inherited = std::env::vars_os()
+        let inherited: Vec<CString> = std::env::vars_os()
             .filter(|(name, _)| {
                 !managed
                     .iter()
@@ -36,7 +45,11 @@ impl Environment {
                 CString::new(entry).ok()
             })
             .collect();
-        Environment { inherited }
+        let pointers = inherited.iter().map(|entry| entry.as_ptr()).collect();
+        Environment {
+            inherited,
+            pointers,
+        }
     }
 }
 
@@ -95,7 +108,10 @@ pub fn spawn(
         })
         .collect::<io::Result<_>>()?;
     let argv_pointers = null_terminated(argv.iter());
-    let env_pointers = null_terminated(environment.inherited.iter().chain(extra.iter()));
+    let mut env_pointers = Vec::with_capacity(environment.pointers.len() + extra.len() + 1);
+    env_pointers.extend_from_slice(&environment.pointers);
+    env_pointers.extend(extra.iter().map(|entry| entry.as_ptr()));
+    env_pointers.push(ptr::null());
     let program = argv
         .first()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
