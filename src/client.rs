@@ -34,10 +34,13 @@
 //! - Subscriptions accept 200 and 202 (the AWS emulator answers 202); init/error and exit/error
 //!   accept any 2xx (the API answers 202, which the Go sample treats as a failure).
 //! - `next_event` has no client timeout: a long poll that is frozen between invokes is normal.
+//!   Every other call gives up after [`CALL_TIMEOUT`], so an API that stops answering cannot
+//!   hang the extension.
 //! - The API address may carry a path: `127.0.0.1:9000/.rt` is valid.
 
 use std::fmt;
 use std::io::Read;
+use std::time::Duration;
 
 use ureq::http::{HeaderName, HeaderValue};
 
@@ -49,6 +52,9 @@ use crate::api::{
 
 /// [`EXTENSION_IDENTIFIER_HEADER`] as a ready header name (it is sent on every event).
 const IDENTIFIER_HEADER_NAME: HeaderName = HeaderName::from_static("lambda-extension-identifier");
+
+/// How long any call except `next_event` may take.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The environment variable Lambda sets to the API's `host:port`.
 pub const RUNTIME_API_ENV: &str = "AWS_LAMBDA_RUNTIME_API";
@@ -98,6 +104,8 @@ pub enum ClientError {
         /// is not that JSON.
         error: ErrorRequest,
     },
+    /// The API did not answer within [`CALL_TIMEOUT`] (not retried: it may have acted on it).
+    Timeout { endpoint: Endpoint },
     /// The request could not be sent as asked (for example a header value with a newline, or a
     /// telemetry subscription without a schema version); nothing reached the API.
     InvalidRequest { endpoint: Endpoint, reason: String },
@@ -166,6 +174,11 @@ impl fmt::Display for ClientError {
                 }
                 Ok(())
             }
+            ClientError::Timeout { endpoint } => write!(
+                f,
+                "{endpoint}: the Lambda API did not answer within {} s",
+                CALL_TIMEOUT.as_secs()
+            ),
             ClientError::InvalidRequest { endpoint, reason } => {
                 write!(f, "{endpoint}: the request was not sent: {reason}")
             }
@@ -279,8 +292,7 @@ impl RegistrationClient {
         let base = format!("http://{}", runtime_api.trim_end_matches('/'));
         let url = format!("{base}/{EXTENSIONS_API_VERSION}/extension/register");
         let body = to_json(request);
-        let mut response = keep_status(
-            &self.agent,
+        let mut response = bounded(
             self.agent
                 .post(&url)
                 .header(EXTENSION_NAME_HEADER, &name)
@@ -425,8 +437,7 @@ impl InvocationClient {
         subscription: &LogSubscription,
     ) -> Result<(), ClientError> {
         let body = to_json(subscription);
-        let mut response = keep_status(
-            &self.agent,
+        let mut response = bounded(
             self.agent
                 .put(url)
                 .header(EXTENSION_IDENTIFIER_HEADER, &self.extension_id)
@@ -451,8 +462,7 @@ impl InvocationClient {
             error_message: message.to_string(),
             error_type: error_type.to_string(),
         });
-        let mut response = keep_status(
-            &self.agent,
+        let mut response = bounded(
             self.agent
                 .post(url)
                 .header(EXTENSION_IDENTIFIER_HEADER, &self.extension_id)
@@ -489,9 +499,20 @@ fn keep_status<B>(
     }
 }
 
+/// Every call but the long poll answers at once: one that does not must not hang the extension
+/// (Lambda would only notice at the end of its Init or invoke timeout).
+fn bounded<B>(builder: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+    builder
+        .config()
+        .http_status_as_error(false)
+        .timeout_global(Some(CALL_TIMEOUT))
+        .build()
+}
+
 /// Sorts a ureq error: a request that could not even be built is not worth retrying.
 fn transport(endpoint: Endpoint, url: &str, source: ureq::Error) -> ClientError {
     match source {
+        ureq::Error::Timeout(_) => ClientError::Timeout { endpoint },
         ureq::Error::Http(_) | ureq::Error::BadUri(_) => ClientError::InvalidRequest {
             endpoint,
             reason: source.to_string(),

@@ -212,3 +212,24 @@ fn next_slow_response_is_fine() {
     assert_eq!(api.count(Endpoint::Next), 1);
     assert_none(&api, Endpoint::ExitError);
 }
+
+/// A register that is accepted but never answered: the extension gives up after the call
+/// timeout (5 s) instead of hanging Lambda's Init, and does not register twice.
+#[test]
+fn register_without_answer_times_out() {
+    let sb = Sandbox::new();
+    let api = FakeApi::start();
+    api.fault(Endpoint::Register, Fault::Delay(secs(30)));
+    let started = std::time::Instant::now();
+    let mut ext = sb.ext(&api).handler("true").spawn();
+    let status = ext.wait_with_timeout(secs(12));
+    let took = started.elapsed();
+    assert_eq!(status.code(), Some(1), "{}", ext.output_tail());
+    assert!(took >= secs(4) && took < secs(9), "gave up after {took:?}");
+    assert_eq!(api.count(Endpoint::Register), 1, "{}", api.describe());
+    assert!(
+        ext.stderr_str().contains("did not answer within 5 s"),
+        "{}",
+        ext.output_tail()
+    );
+}
