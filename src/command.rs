@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::spawn::{self, Environment, Lookup, Stdin};
+use crate::spawn::{self, Environment, Lookup, OutputPipes, Stdin};
 
 /// The process group of the command running now, for the signal handler: 0 when none runs,
 /// [`STARTING`] while one is being spawned (so a signal arriving then waits for its group).
@@ -239,6 +239,9 @@ fn signal_name(signal: i32) -> &'static str {
 pub struct Executor {
     buffer: Vec<u8>,
     environment: Environment,
+    /// The output pipes shared by every command whose leftovers are killed (created on first
+    /// use); a command whose background children may live on gets pipes of its own.
+    shared: Option<Streams>,
 }
 
 impl Executor {
@@ -248,6 +251,7 @@ impl Executor {
         Executor {
             buffer: vec![0; READ_CHUNK_BYTES],
             environment: Environment::capture(managed),
+            shared: None,
         }
     }
 
@@ -266,15 +270,22 @@ impl Executor {
             Input::Nothing => Stdin::Null,
             Input::Bytes(_) => Stdin::Piped,
         };
+        let not_started = |error| CommandFailure::NotStarted {
+            command: command.line().to_string(),
+            error,
+        };
+        let mut own_streams = None;
+        let streams = match (leftovers, &mut self.shared) {
+            (Leftovers::Kill, Some(shared)) => shared,
+            (Leftovers::Kill, shared @ None) => shared.insert(Streams::new().map_err(not_started)?),
+            (Leftovers::KeepRunning, _) => own_streams.insert(Streams::new().map_err(not_started)?),
+        };
         RUNNING_GROUP.store(STARTING, Ordering::SeqCst);
-        let process =
-            spawn::spawn(&argv, lookup, &self.environment, env, stdin).map_err(|error| {
-                RUNNING_GROUP.store(0, Ordering::SeqCst);
-                CommandFailure::NotStarted {
-                    command: command.line().to_string(),
-                    error,
-                }
-            })?;
+        let spawned = spawn::spawn(&argv, lookup, &self.environment, env, stdin, &streams.pipes);
+        let process = spawned.map_err(|error| {
+            RUNNING_GROUP.store(0, Ordering::SeqCst);
+            not_started(error)
+        })?;
         let group = process.pid;
         RUNNING_GROUP.store(group, Ordering::SeqCst);
         let stdin_bytes = match input {
@@ -283,21 +294,22 @@ impl Executor {
         };
         let mut run = Running {
             stdin: process.stdin.map(|stdin| (stdin, stdin_bytes)),
-            stdout: Some(Output::new(process.stdout)),
-            stderr: Some(Output::new(process.stderr)),
-            output_writers: Some(process.output_writers),
+            streams,
             stderr_tail: Vec::new(),
             stage: Stage::Running,
         };
         let status = run.supervise(group, deadline, leftovers, &mut self.buffer);
         RUNNING_GROUP.store(0, Ordering::SeqCst);
-        let stderr_tail = tail_text(&run.stderr_tail);
+        let (stage, stderr_tail) = (run.stage, tail_text(&run.stderr_tail));
+        if let Some(streams) = own_streams {
+            keep_forwarding(streams);
+        }
         let command = command.line().to_string();
         let status = status.map_err(|error| CommandFailure::NotStarted {
             command: command.clone(),
             error,
         })?;
-        if run.stage != Stage::Running {
+        if stage != Stage::Running {
             return Err(CommandFailure::TimedOut {
                 command,
                 margin: deadline.map_or(Duration::ZERO, |d| d.margin),
@@ -327,29 +339,124 @@ enum Stage {
     Killed,
 }
 
-/// One of the command's output pipes, copied to the same stream of the extension.
+/// One of the commands' output pipes, copied to the same stream of the extension.
 struct Output {
-    pipe: File,
     /// Whether the last byte copied ended a line, so a last line without one can be completed.
     at_line_start: bool,
+    /// False once the pipe has ended (every writer gone): nothing more to read.
+    open: bool,
 }
 
-impl Output {
-    fn new(pipe: File) -> Self {
-        set_nonblocking(pipe.as_raw_fd());
-        Output {
-            pipe,
+/// The output pipes of a command, and what has been copied from them.
+struct Streams {
+    pipes: OutputPipes,
+    stdout: Output,
+    stderr: Output,
+}
+
+impl Streams {
+    fn new() -> io::Result<Streams> {
+        let open = || Output {
             at_line_start: true,
+            open: true,
+        };
+        Ok(Streams {
+            pipes: OutputPipes::new()?,
+            stdout: open(),
+            stderr: open(),
+        })
+    }
+
+    fn is_open(&self) -> bool {
+        self.stdout.open || self.stderr.open
+    }
+
+    /// Copies one chunk from whichever pipes are ready (`ready` = stdout, stderr).
+    fn copy_ready(&mut self, ready: [bool; 2], tail: &mut Vec<u8>, buffer: &mut [u8]) {
+        if ready[0] && self.stdout.open {
+            copy_once(
+                &mut self.pipes.stdout,
+                &mut self.stdout,
+                &mut io::stdout().lock(),
+                None,
+                buffer,
+            );
         }
+        if ready[1] && self.stderr.open {
+            copy_once(
+                &mut self.pipes.stderr,
+                &mut self.stderr,
+                &mut io::stderr().lock(),
+                Some(tail),
+                buffer,
+            );
+        }
+    }
+
+    /// Copies what the pipes hold right now, without waiting for more, and ends a last line
+    /// without a newline so the next output starts on a line of its own.
+    fn copy_available(&mut self, tail: &mut Vec<u8>, buffer: &mut [u8]) {
+        let mut stdout = io::stdout().lock();
+        while self.stdout.open
+            && copy_once(
+                &mut self.pipes.stdout,
+                &mut self.stdout,
+                &mut stdout,
+                None,
+                buffer,
+            ) == ReadResult::Copied
+        {}
+        finish_line(&mut self.stdout, &mut stdout);
+        let mut stderr = io::stderr().lock();
+        while self.stderr.open
+            && copy_once(
+                &mut self.pipes.stderr,
+                &mut self.stderr,
+                &mut stderr,
+                Some(tail),
+                buffer,
+            ) == ReadResult::Copied
+        {}
+        finish_line(&mut self.stderr, &mut stderr);
+    }
+}
+
+/// Copies what background processes of an init command (a sidecar) write, on a thread of its
+/// own, until they close their output: so it reaches the log, and their writes never fail with
+/// SIGPIPE.
+fn keep_forwarding(mut streams: Streams) {
+    streams.pipes.close_writers();
+    let forwarder = thread::Builder::new()
+        .name("sidecar-output".into())
+        .spawn(move || {
+            let mut buffer = vec![0; READ_CHUNK_BYTES];
+            let mut tail = Vec::new();
+            while streams.is_open() {
+                let mut fds = [
+                    pollfd(streams.pipes.stdout.as_raw_fd(), libc::POLLIN),
+                    pollfd(streams.pipes.stderr.as_raw_fd(), libc::POLLIN),
+                ];
+                fds[0].fd = if streams.stdout.open { fds[0].fd } else { -1 };
+                fds[1].fd = if streams.stderr.open { fds[1].fd } else { -1 };
+                // SAFETY: `fds` is a valid array of pollfd for the duration of the call.
+                if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0
+                    && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted
+                {
+                    break;
+                }
+                let ready = [fds[0].revents != 0, fds[1].revents != 0];
+                streams.copy_ready(ready, &mut tail, &mut buffer);
+                tail.clear();
+            }
+        });
+    if let Err(error) = forwarder {
+        log::warn!("cannot keep copying the init command's background output: {error}");
     }
 }
 
 struct Running<'a> {
     stdin: Option<(File, &'a [u8])>,
-    stdout: Option<Output>,
-    stderr: Option<Output>,
-    /// Held while the command runs (see [`spawn::Process::output_writers`]).
-    output_writers: Option<[OwnedFd; 2]>,
+    streams: &'a mut Streams,
     stderr_tail: Vec<u8>,
     stage: Stage,
 }
@@ -364,9 +471,6 @@ impl Running<'_> {
         leftovers: Leftovers,
         buffer: &mut [u8],
     ) -> io::Result<ExitStatus> {
-        if let Some((stdin, _)) = &self.stdin {
-            set_nonblocking(stdin.as_raw_fd());
-        }
         self.write_stdin();
         // Without pidfds (old kernels, some sandboxes) fall back to checking every few ms.
         let exit_watch = pidfd_open(group);
@@ -406,70 +510,14 @@ impl Running<'_> {
                 }
             }
         };
-        self.after_exit(leftovers, buffer);
+        self.after_exit(buffer);
         Ok(ExitStatus::from_raw(status))
     }
 
-    /// Once the command has exited: stop feeding it, copy what it wrote, and keep copying what
-    /// its background children write if they may live on.
-    fn after_exit(&mut self, leftovers: Leftovers, buffer: &mut [u8]) {
+    /// Once the command has exited: stop feeding it, and copy what it wrote.
+    fn after_exit(&mut self, buffer: &mut [u8]) {
         self.stdin = None;
-        // From here on the pipes may end: when the command and whatever it left have closed them.
-        self.output_writers = None;
-        self.copy_available(buffer);
-        match leftovers {
-            Leftovers::Kill => {
-                // Do not wait for writers that outlived the command: they were just killed.
-                finish_line(self.stdout.take().as_ref(), &mut io::stdout().lock());
-                finish_line(self.stderr.take().as_ref(), &mut io::stderr().lock());
-            }
-            Leftovers::KeepRunning => self.keep_forwarding(),
-        }
-    }
-
-    /// Copies what the pipes hold right now, without waiting for more.
-    fn copy_available(&mut self, buffer: &mut [u8]) {
-        if let Some(output) = self.stdout.as_mut() {
-            if copy_all(output, &mut io::stdout().lock(), None, buffer) == ReadResult::Closed {
-                self.stdout_closed();
-            }
-        }
-        if let Some(output) = self.stderr.as_mut() {
-            let tail = Some(&mut self.stderr_tail);
-            if copy_all(output, &mut io::stderr().lock(), tail, buffer) == ReadResult::Closed {
-                self.stderr_closed();
-            }
-        }
-    }
-
-    /// Hands pipes still held open by the command's background children (an init command's
-    /// sidecar) to a thread that copies them until they close, so the sidecar's output reaches
-    /// the log and its writes never fail with SIGPIPE.
-    fn keep_forwarding(&mut self) {
-        if self.stdout.is_none() && self.stderr.is_none() {
-            return;
-        }
-        let mut rest = Running {
-            stdin: None,
-            stdout: self.stdout.take(),
-            stderr: self.stderr.take(),
-            output_writers: None,
-            stderr_tail: Vec::new(),
-            stage: Stage::Running,
-        };
-        let forwarder = thread::Builder::new()
-            .name("sidecar-output".into())
-            .spawn(move || {
-                let mut buffer = vec![0; READ_CHUNK_BYTES];
-                while rest.stdout.is_some() || rest.stderr.is_some() {
-                    if rest.wait_once(None, None, &mut buffer).is_err() {
-                        break;
-                    }
-                }
-            });
-        if let Err(error) = forwarder {
-            log::warn!("cannot keep copying the init command's background output: {error}");
-        }
+        self.streams.copy_available(&mut self.stderr_tail, buffer);
     }
 
     /// Polls once; returns true when the command has exited.
@@ -484,17 +532,25 @@ impl Running<'_> {
         const STDERR: usize = 2;
         const STDIN: usize = 3;
         let fd_or_none = |fd: Option<RawFd>| fd.unwrap_or(-1);
+        let streams = &*self.streams;
+        let open_fd = |output: &Output, pipe: &File| {
+            if output.open {
+                pipe.as_raw_fd()
+            } else {
+                -1
+            }
+        };
         let mut fds = [
             pollfd(
                 fd_or_none(exit_watch.map(|fd| fd.as_raw_fd())),
                 libc::POLLIN,
             ),
             pollfd(
-                fd_or_none(self.stdout.as_ref().map(|o| o.pipe.as_raw_fd())),
+                open_fd(&streams.stdout, &streams.pipes.stdout),
                 libc::POLLIN,
             ),
             pollfd(
-                fd_or_none(self.stderr.as_ref().map(|o| o.pipe.as_raw_fd())),
+                open_fd(&streams.stderr, &streams.pipes.stderr),
                 libc::POLLIN,
             ),
             pollfd(
@@ -516,35 +572,13 @@ impl Running<'_> {
                 Err(error)
             };
         }
-        if fds[STDOUT].revents != 0 {
-            if let Some(output) = self.stdout.as_mut() {
-                if copy_once(output, &mut io::stdout().lock(), None, buffer) == ReadResult::Closed {
-                    self.stdout_closed();
-                }
-            }
-        }
-        if fds[STDERR].revents != 0 {
-            if let Some(output) = self.stderr.as_mut() {
-                let tail = Some(&mut self.stderr_tail);
-                if copy_once(output, &mut io::stderr().lock(), tail, buffer) == ReadResult::Closed {
-                    self.stderr_closed();
-                }
-            }
-        }
+        let ready = [fds[STDOUT].revents != 0, fds[STDERR].revents != 0];
+        self.streams
+            .copy_ready(ready, &mut self.stderr_tail, buffer);
         if fds[STDIN].revents != 0 {
             self.write_stdin();
         }
         Ok(fds[EXIT].revents != 0)
-    }
-
-    fn stdout_closed(&mut self) {
-        finish_line(self.stdout.as_ref(), &mut io::stdout().lock());
-        self.stdout = None;
-    }
-
-    fn stderr_closed(&mut self) {
-        finish_line(self.stderr.as_ref(), &mut io::stderr().lock());
-        self.stderr = None;
     }
 
     /// Writes as much of the input as the pipe takes now; closes stdin when done or when the
@@ -573,16 +607,22 @@ enum ReadResult {
     Closed,
 }
 
-/// Reads one chunk and copies it to `sink` (and its end to `tail`).
+/// Reads one chunk from `pipe` and copies it to `sink` (and its end to `tail`); marks the
+/// output closed at end of file.
 fn copy_once(
+    pipe: &mut File,
     output: &mut Output,
     sink: &mut impl Write,
     tail: Option<&mut Vec<u8>>,
     buffer: &mut [u8],
 ) -> ReadResult {
     loop {
-        match output.pipe.read(buffer) {
-            Ok(0) => return ReadResult::Closed,
+        match pipe.read(buffer) {
+            Ok(0) => {
+                finish_line(output, sink);
+                output.open = false;
+                return ReadResult::Closed;
+            }
             Ok(read) => {
                 let chunk = &buffer[..read];
                 // A failing log stream must not stop the command: there is nowhere to report it.
@@ -595,32 +635,19 @@ fn copy_once(
             }
             Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => return ReadResult::Empty,
-            Err(_) => return ReadResult::Closed,
+            Err(_) => {
+                output.open = false;
+                return ReadResult::Closed;
+            }
         }
     }
 }
 
-/// Copies until the pipe is empty for now (or closed); returns what the last read found.
-fn copy_all(
-    output: &mut Output,
-    sink: &mut impl Write,
-    mut tail: Option<&mut Vec<u8>>,
-    buffer: &mut [u8],
-) -> ReadResult {
-    loop {
-        match copy_once(output, sink, tail.as_deref_mut(), buffer) {
-            ReadResult::Copied => continue,
-            other => return other,
-        }
-    }
-}
-
-/// Ends a last line that had no newline, so the next log line starts on its own.
-fn finish_line(output: Option<&Output>, sink: &mut impl Write) {
-    if let Some(output) = output {
-        if !output.at_line_start {
-            let _ = sink.write_all(b"\n");
-        }
+/// Ends a last line that had no newline, so the next output starts on a line of its own.
+fn finish_line(output: &mut Output, sink: &mut impl Write) {
+    if !output.at_line_start {
+        let _ = sink.write_all(b"\n");
+        output.at_line_start = true;
     }
     let _ = sink.flush();
 }
@@ -649,14 +676,6 @@ fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
         fd,
         events,
         revents: 0,
-    }
-}
-
-fn set_nonblocking(fd: RawFd) {
-    // SAFETY: fcntl on a descriptor we own. F_SETFL ignores the access mode, and our fresh pipe
-    // ends carry no other status flag, so there is nothing to read back and keep first.
-    unsafe {
-        libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK);
     }
 }
 

@@ -69,18 +69,53 @@ pub enum Stdin {
     Piped,
 }
 
-/// A started process: its pid (also its process group) and our ends of its pipes.
+/// A started process: its pid (also its process group) and our end of its stdin
+/// (non-blocking).
 #[derive(Debug)]
 pub struct Process {
     pub pid: i32,
     pub stdin: Option<File>,
+}
+
+/// The pipes a command's stdout and stderr go to: our read ends, and the write ends each
+/// spawned command gets. Holding the write ends ourselves means the pipes cannot reach
+/// end-of-file while a command runs, so its exit wakes the supervisor once (through a pidfd)
+/// instead of three times (each pipe closing first, in the middle of the exit); and one pair of
+/// pipes serves command after command, instead of two new pipes per spawn.
+#[derive(Debug)]
+pub struct OutputPipes {
     pub stdout: File,
     pub stderr: File,
-    /// Copies of the write ends of stdout and stderr. While they are open the pipes cannot
-    /// reach end-of-file, so the command's exit wakes its supervisor once (through a pidfd)
-    /// instead of three times (each pipe closing first, in the middle of the exit); drop them
-    /// to let the pipes end.
-    pub output_writers: [OwnedFd; 2],
+    writers: Option<[OwnedFd; 2]>,
+}
+
+impl OutputPipes {
+    /// Two new pipes; our read ends are non-blocking.
+    pub fn new() -> io::Result<OutputPipes> {
+        let (stdout, stdout_writer) = pipe()?;
+        let (stderr, stderr_writer) = pipe()?;
+        set_nonblocking(&stdout);
+        set_nonblocking(&stderr);
+        Ok(OutputPipes {
+            stdout: File::from(stdout),
+            stderr: File::from(stderr),
+            writers: Some([stdout_writer, stderr_writer]),
+        })
+    }
+
+    /// Gives up our write ends: the pipes end once every process holding them has closed them.
+    /// No command can be spawned with these pipes afterwards.
+    pub fn close_writers(&mut self) {
+        self.writers = None;
+    }
+}
+
+fn set_nonblocking(fd: &OwnedFd) {
+    // SAFETY: fcntl on a descriptor we own. F_SETFL ignores the access mode, and a fresh pipe
+    // end carries no other status flag, so there is nothing to read back and keep first.
+    unsafe {
+        libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK);
+    }
 }
 
 /// Starts `argv` in a new process group of its own, with stdout and stderr piped, the inherited
@@ -92,7 +127,11 @@ pub fn spawn(
     environment: &Environment,
     extra: &[(&str, &str)],
     stdin: Stdin,
+    outputs: &OutputPipes,
 ) -> io::Result<Process> {
+    let [child_stdout, child_stderr] = outputs.writers.as_ref().ok_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidInput, "the output pipes are closed")
+    })?;
     let argv: Vec<CString> = argv
         .iter()
         .map(|arg| c_string(arg.as_bytes()))
@@ -116,11 +155,11 @@ pub fn spawn(
         .first()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
 
-    let (stdout, child_stdout) = pipe()?;
-    let (stderr, child_stderr) = pipe()?;
     let (child_stdin, stdin) = match stdin {
         Stdin::Piped => {
             let (read, write) = pipe()?;
+            // Written as fast as the command reads, never blocking the supervisor.
+            set_nonblocking(&write);
             (Some(read), Some(write))
         }
         Stdin::Null => (None, None),
@@ -130,8 +169,8 @@ pub fn spawn(
         Some(read) => actions.dup2(read, 0)?,
         None => actions.open_null(0)?,
     }
-    actions.dup2(&child_stdout, 1)?;
-    actions.dup2(&child_stderr, 2)?;
+    actions.dup2(child_stdout, 1)?;
+    actions.dup2(child_stderr, 2)?;
     let attributes = Attributes::new()?;
 
     let mut pid: libc::pid_t = 0;
@@ -154,14 +193,11 @@ pub fn spawn(
     if error != 0 {
         return Err(io::Error::from_raw_os_error(error));
     }
-    // The child's end of stdin lives in the child only; see `output_writers` for the others.
+    // The child's end of stdin lives in the child only.
     drop(child_stdin);
     Ok(Process {
         pid,
         stdin: stdin.map(File::from),
-        stdout: File::from(stdout),
-        stderr: File::from(stderr),
-        output_writers: [child_stdout, child_stderr],
     })
 }
 
@@ -299,15 +335,16 @@ mod tests {
 
     fn run(argv: &[&str], lookup: Lookup, extra: &[(&str, &str)], input: &[u8]) -> (i32, String) {
         let environment = Environment::capture(&["SPAWN_TEST_MANAGED"]);
-        let mut process = spawn(argv, lookup, &environment, extra, Stdin::Piped).unwrap();
-        drop(process.output_writers);
+        let mut outputs = OutputPipes::new().unwrap();
+        let mut process = spawn(argv, lookup, &environment, extra, Stdin::Piped, &outputs).unwrap();
+        outputs.close_writers();
         let mut stdin = process.stdin.take().unwrap();
         stdin.write_all(input).unwrap();
         drop(stdin);
-        let mut output = String::new();
-        process.stdout.read_to_string(&mut output).unwrap();
         let status = wait(process.pid, false).unwrap().unwrap();
-        (status, output)
+        let mut output = Vec::new();
+        let _ = outputs.stdout.read_to_end(&mut output); // non-blocking: all there once it exited
+        (status, String::from_utf8(output).unwrap())
     }
 
     #[test]
@@ -339,12 +376,14 @@ mod tests {
     #[test]
     fn missing_program_is_an_os_error() {
         let environment = Environment::capture(&[]);
+        let outputs = OutputPipes::new().unwrap();
         let error = spawn(
             &["/nonexistent/program"],
             Lookup::ExactPath,
             &environment,
             &[],
             Stdin::Null,
+            &outputs,
         )
         .unwrap_err();
         assert_eq!(error.raw_os_error(), Some(libc::ENOENT));
