@@ -77,16 +77,24 @@ fn register_and_next_wire_format() {
 fn events_shutdown_only() {
     let sb = Sandbox::new();
     let api = FakeApi::start();
+    // Like Lambda, the fake never sends this INVOKE to an extension registered for SHUTDOWN only.
+    api.push_invoke("not-for-shutdown-only", deadline_in(5000));
     api.push_shutdown("spindown", deadline_in(5000));
+    let seen = sb.p("seen");
     let mut ext = sb
         .ext(&api)
-        .handler("true")
+        .handler(&format!("/bin/sh -c 'echo $LAMBDA_EVENT_TYPE >> {seen}'"))
         .env("SHELL_EXT_EVENTS", " shutdown ")
         .spawn();
     ext.expect_exit(0, secs(10));
     let reg = &api.requests_to(Endpoint::Register)[0];
     check_register(reg, DEFAULT_NAME);
     assert_eq!(reg.json(), serde_json::json!({"events": ["SHUTDOWN"]}));
+    assert_eq!(api.count(Endpoint::Next), 1, "{}", api.describe());
+    assert_eq!(
+        std::fs::read_to_string(sb.path("seen")).unwrap(),
+        "SHUTDOWN\n"
+    );
     assert_none(&api, Endpoint::InitError);
 }
 

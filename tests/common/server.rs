@@ -137,6 +137,9 @@ struct State {
     ext_state: Option<ExtState>,
     /// Bodies of events actually served, in order.
     served: Vec<Vec<u8>>,
+    /// Whether the extension registered for INVOKE: as on Lambda, one registered only for
+    /// SHUTDOWN is never sent an INVOKE (queued INVOKEs are skipped for it).
+    wants_invoke: bool,
 }
 
 type Hook = Arc<dyn Fn(&Request) + Send + Sync>;
@@ -180,6 +183,7 @@ impl FakeApi {
                 ext_name: None,
                 ext_state: None,
                 served: Vec::new(),
+                wants_invoke: false,
             }),
             cond: Condvar::new(),
             stopped: AtomicBool::new(false),
@@ -780,6 +784,10 @@ fn register(inner: &Inner, req: &Request) -> Response {
     st.ext_id = Some(id.clone());
     st.ext_name = Some(name.to_string());
     st.ext_state = Some(ExtState::Registered);
+    st.wants_invoke = body
+        .get("events")
+        .and_then(|events| events.as_array())
+        .is_some_and(|events| events.iter().any(|e| e.as_str() == Some("INVOKE")));
     drop(st);
     let wants_account = req
         .header_all("Lambda-Extension-Accept-Feature")
@@ -850,6 +858,9 @@ fn next(inner: &Inner, req: &Request) -> Outcome {
         if inner.stopped.load(Ordering::SeqCst) {
             return Outcome::Drop;
         }
+        if !st.wants_invoke {
+            st.events.retain(|ev| !is_invoke(&ev.body));
+        }
         if let Some(ev) = st.events.pop_front() {
             st.served.push(ev.body.clone());
             inner.cond.notify_all();
@@ -872,6 +883,11 @@ fn next(inner: &Inner, req: &Request) -> Outcome {
             .unwrap_or_else(|e| e.into_inner())
             .0;
     }
+}
+
+fn is_invoke(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .is_ok_and(|event| event["eventType"] == "INVOKE")
 }
 
 fn report_error(inner: &Inner, req: &Request, init: bool) -> Response {
