@@ -261,7 +261,7 @@ impl RegistrationClient {
         self
     }
 
-    /// Register under this name instead of argv[0]'s file name.
+    /// Register under this name instead of the file name of `argv[0]`.
     pub fn with_extension_name(mut self, name: impl Into<String>) -> Self {
         self.extension_name = Some(name.into());
         self
@@ -478,7 +478,7 @@ impl InvocationClient {
     }
 }
 
-/// The basename of argv[0]: the file name Lambda started.
+/// The basename of `argv[0]`: the file name Lambda started.
 fn default_extension_name() -> Option<String> {
     let argv0 = std::env::args_os().next()?;
     let name = std::path::Path::new(&argv0).file_name()?;
