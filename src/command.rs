@@ -242,6 +242,17 @@ pub struct Executor {
     /// The output pipes shared by every command whose leftovers are killed (created on first
     /// use); a command whose background children may live on gets pipes of its own.
     shared: Option<Streams>,
+    exit_watch: ExitWatch,
+}
+
+/// How the end of a command is noticed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ExitWatch {
+    /// A pidfd in the poll set, falling back to [`ExitWatch::Polling`] where pidfds are
+    /// unavailable (Linux before 5.3, some sandboxes).
+    Pidfd,
+    /// `waitpid(WNOHANG)` every few milliseconds.
+    Polling,
 }
 
 impl Executor {
@@ -252,6 +263,7 @@ impl Executor {
             buffer: vec![0; READ_CHUNK_BYTES],
             environment: Environment::capture(managed),
             shared: None,
+            exit_watch: ExitWatch::Pidfd,
         }
     }
 
@@ -298,7 +310,18 @@ impl Executor {
             stderr_tail: Vec::new(),
             stage: Stage::Running,
         };
-        let status = run.supervise(group, deadline, leftovers, &mut self.buffer);
+        let exit_watch = match self.exit_watch {
+            ExitWatch::Pidfd => {
+                let pidfd = pidfd_open(group);
+                if pidfd.is_none() {
+                    // Not available here: do not ask again for every command.
+                    self.exit_watch = ExitWatch::Polling;
+                }
+                pidfd
+            }
+            ExitWatch::Polling => None,
+        };
+        let status = run.supervise(group, exit_watch, deadline, leftovers, &mut self.buffer);
         RUNNING_GROUP.store(0, Ordering::SeqCst);
         let (stage, stderr_tail) = (run.stage, tail_text(&run.stderr_tail));
         if let Some(streams) = own_streams {
@@ -464,16 +487,16 @@ struct Running<'a> {
 impl Running<'_> {
     /// Feeds stdin, copies output and enforces the deadline until the command exits; then deals
     /// with its group's leftovers and reaps it.
+    /// Without a pidfd (`exit_watch`), checks for the exit every few milliseconds.
     fn supervise(
         &mut self,
         group: i32,
+        exit_watch: Option<OwnedFd>,
         deadline: Option<Deadline>,
         leftovers: Leftovers,
         buffer: &mut [u8],
     ) -> io::Result<ExitStatus> {
         self.write_stdin();
-        // Without pidfds (old kernels, some sandboxes) fall back to checking every few ms.
-        let exit_watch = pidfd_open(group);
         let status = loop {
             let now = Instant::now();
             if let Some(deadline) = deadline {
@@ -772,6 +795,46 @@ mod tests {
         let deadline = Deadline::before_epoch_ms(1, Duration::from_millis(100)).unwrap();
         assert!(deadline.terminate_at <= Instant::now() && deadline.terminate_at >= before);
         assert!(deadline.kill_at <= Instant::now());
+    }
+
+    /// The fallback for kernels without pidfds: same outcomes, found by polling.
+    #[test]
+    fn without_pidfds_exits_and_deadlines_are_still_seen() {
+        for exit_watch in [ExitWatch::Pidfd, ExitWatch::Polling] {
+            let mut executor = Executor::new(&[]);
+            executor.exit_watch = exit_watch;
+            let ok = CommandLine::parse("cat > /dev/null").unwrap();
+            let input = vec![b'x'; 200_000];
+            let outcome = executor.run(&ok, Input::Bytes(&input), &[], None, Leftovers::Kill);
+            assert!(outcome.is_ok(), "{exit_watch:?}: {outcome:?}");
+
+            let failing = CommandLine::parse("exit 3").unwrap();
+            let outcome = executor.run(&failing, Input::Nothing, &[], None, Leftovers::Kill);
+            assert!(
+                matches!(outcome, Err(CommandFailure::Exited { code: 3, .. })),
+                "{outcome:?}"
+            );
+
+            let hanging = CommandLine::parse("sleep 30").unwrap();
+            let deadline = Deadline {
+                terminate_at: Instant::now() + Duration::from_millis(50),
+                kill_at: Instant::now() + Duration::from_millis(100),
+                margin: Duration::from_millis(100),
+            };
+            let started = Instant::now();
+            let outcome = executor.run(
+                &hanging,
+                Input::Nothing,
+                &[],
+                Some(deadline),
+                Leftovers::Kill,
+            );
+            assert!(
+                matches!(outcome, Err(CommandFailure::TimedOut { .. })),
+                "{outcome:?}"
+            );
+            assert!(started.elapsed() < Duration::from_secs(2), "{exit_watch:?}");
+        }
     }
 
     #[test]
