@@ -83,7 +83,7 @@ bench: targets
 	$(CARGO) build --release --bin $(BIN) --target $(BENCH_TARGET)
 	$(CARGO) build --release -p bench --target $(BENCH_TARGET)
 	$(CARGO) build --release -p official-peer --target $(BENCH_TARGET)
-	$(BENCH_DIR)/bench-driver --build "$(BENCH_TARGET) release" $(BENCH_ARGS)
+	$(BENCH_DIR)/bench-driver --build "$(BENCH_TARGET) release" --out $(TARGET_DIR)/bench/results.json $(BENCH_ARGS)
 
 # A few events through the driver (debug builds, no official peer): the harness cannot rot, and
 # the product must speak the protocol exactly (the driver exits non-zero otherwise).
