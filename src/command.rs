@@ -256,12 +256,12 @@ enum ExitWatch {
 }
 
 impl Executor {
-    /// An executor whose commands inherit this process's environment, except the `managed`
-    /// variables, which only ever come from the `env` given to [`Executor::run`].
-    pub fn new(managed: &[&str]) -> Executor {
+    /// An executor whose commands inherit this process's environment plus `fixed`, except the
+    /// `managed` variables, which only ever come from the `env` given to [`Executor::run`].
+    pub fn new(managed: &[&str], fixed: &[(&str, &str)]) -> Executor {
         Executor {
             buffer: vec![0; READ_CHUNK_BYTES],
-            environment: Environment::capture(managed),
+            environment: Environment::capture(managed, fixed),
             shared: None,
             exit_watch: ExitWatch::Pidfd,
         }
@@ -801,7 +801,7 @@ mod tests {
     #[test]
     fn without_pidfds_exits_and_deadlines_are_still_seen() {
         for exit_watch in [ExitWatch::Pidfd, ExitWatch::Polling] {
-            let mut executor = Executor::new(&[]);
+            let mut executor = Executor::new(&[], &[]);
             executor.exit_watch = exit_watch;
             let ok = CommandLine::parse("cat > /dev/null").unwrap();
             let input = vec![b'x'; 200_000];

@@ -140,10 +140,14 @@ pub fn run(options: &Options) -> Exit {
             );
         }
     };
+    let executor = Executor::new(
+        &HANDLER_ENV,
+        &[("LAMBDA_EXTENSION_NAME", client.extension_name())],
+    );
     Extension {
         client,
         config,
-        executor: Executor::new(&HANDLER_ENV),
+        executor,
     }
     .run()
 }
@@ -164,11 +168,10 @@ struct Extension {
 impl Extension {
     fn run(mut self) -> Exit {
         if let Some(init) = &self.config.init {
-            let env = [("LAMBDA_EXTENSION_NAME", self.client.extension_name())];
             // What the init command starts in the background may keep running (a sidecar).
             let outcome =
                 self.executor
-                    .run(init, Input::Nothing, &env, None, Leftovers::KeepRunning);
+                    .run(init, Input::Nothing, &[], None, Leftovers::KeepRunning);
             if let Err(failure) = outcome {
                 let message = format!("init command {failure}");
                 return report(&self.client, Phase::Init, ErrorType::InitFailed, &message);
@@ -206,10 +209,10 @@ impl Extension {
     /// Runs the handler for one event, with the event's bytes on stdin.
     fn handle(&mut self, next: &NextEventResponse) -> Result<(), CommandFailure> {
         let deadline_ms = next.event.deadline_ms().to_string();
-        let mut env = Vec::with_capacity(6);
+        // LAMBDA_EXTENSION_NAME is in the executor's fixed environment.
+        let mut env = Vec::with_capacity(5);
         env.push(("LAMBDA_EVENT_TYPE", next.event.lifecycle_event().as_str()));
         env.push(("LAMBDA_DEADLINE_MS", deadline_ms.as_str()));
-        env.push(("LAMBDA_EXTENSION_NAME", self.client.extension_name()));
         match &next.event {
             Event::Invoke(invoke) => {
                 debug!("INVOKE {}", invoke.request_id);

@@ -30,8 +30,9 @@ unsafe impl Sync for Environment {}
 
 impl Environment {
     /// Takes the current environment once, leaving out `managed` names (set per spawn, so an
-    /// inherited value must never leak into a spawn that does not set them).
-    pub fn capture(managed: &[&str]) -> Environment {
+    /// inherited value must never leak into a spawn that does not set them), and adds `fixed`
+    /// variables that every spawn gets.
+    pub fn capture(managed: &[&str], fixed: &[(&str, &str)]) -> Environment {
         let inherited: Vec<CString> = std::env::vars_os()
             .filter(|(name, _)| {
                 !managed
@@ -39,11 +40,13 @@ impl Environment {
                     .any(|m| name.as_encoded_bytes() == m.as_bytes())
             })
             .filter_map(|(name, value)| {
-                let mut entry = name.into_encoded_bytes();
-                entry.push(b'=');
-                entry.extend_from_slice(value.as_encoded_bytes());
-                CString::new(entry).ok()
+                env_entry(name.as_encoded_bytes(), value.as_encoded_bytes()).ok()
             })
+            .chain(
+                fixed
+                    .iter()
+                    .filter_map(|(name, value)| env_entry(name.as_bytes(), value.as_bytes()).ok()),
+            )
             .collect();
         let pointers = inherited.iter().map(|entry| entry.as_ptr()).collect();
         Environment {
@@ -138,13 +141,7 @@ pub fn spawn(
         .collect::<io::Result<_>>()?;
     let extra: Vec<CString> = extra
         .iter()
-        .map(|(name, value)| {
-            let mut entry = Vec::with_capacity(name.len() + value.len() + 2);
-            entry.extend_from_slice(name.as_bytes());
-            entry.push(b'=');
-            entry.extend_from_slice(value.as_bytes());
-            c_string(&entry)
-        })
+        .map(|(name, value)| env_entry(name.as_bytes(), value.as_bytes()))
         .collect::<io::Result<_>>()?;
     let argv_pointers = null_terminated(argv.iter());
     let mut env_pointers = Vec::with_capacity(environment.pointers.len() + extra.len() + 1);
@@ -228,6 +225,15 @@ fn c_string(bytes: &[u8]) -> io::Result<CString> {
             "a command or variable contains a NUL byte",
         )
     })
+}
+
+/// `NAME=value` as a C string.
+fn env_entry(name: &[u8], value: &[u8]) -> io::Result<CString> {
+    let mut entry = Vec::with_capacity(name.len() + value.len() + 2);
+    entry.extend_from_slice(name);
+    entry.push(b'=');
+    entry.extend_from_slice(value);
+    c_string(&entry)
 }
 
 fn null_terminated<'a>(strings: impl Iterator<Item = &'a CString>) -> Vec<*const c_char> {
@@ -334,7 +340,7 @@ mod tests {
     use std::io::{Read, Write};
 
     fn run(argv: &[&str], lookup: Lookup, extra: &[(&str, &str)], input: &[u8]) -> (i32, String) {
-        let environment = Environment::capture(&["SPAWN_TEST_MANAGED"]);
+        let environment = Environment::capture(&["SPAWN_TEST_MANAGED"], &[("FIXED", "f")]);
         let mut outputs = OutputPipes::new().unwrap();
         let mut process = spawn(argv, lookup, &environment, extra, Stdin::Piped, &outputs).unwrap();
         outputs.close_writers();
@@ -353,7 +359,7 @@ mod tests {
             &[
                 "sh",
                 "-c",
-                "cat; printf ' %s %s' \"$1\" \"$EXTRA\"",
+                "cat; printf ' %s %s %s' \"$1\" \"$EXTRA\" \"$FIXED\"",
                 "sh",
                 "arg one",
             ],
@@ -362,7 +368,7 @@ mod tests {
             b"input",
         );
         assert_eq!(status, 0);
-        assert_eq!(output, "input arg one x=y");
+        assert_eq!(output, "input arg one x=y f");
     }
 
     #[test]
@@ -375,7 +381,7 @@ mod tests {
 
     #[test]
     fn missing_program_is_an_os_error() {
-        let environment = Environment::capture(&[]);
+        let environment = Environment::capture(&[], &[]);
         let outputs = OutputPipes::new().unwrap();
         let error = spawn(
             &["/nonexistent/program"],
@@ -391,12 +397,12 @@ mod tests {
 
     #[test]
     fn managed_names_are_left_out_of_the_inherited_environment() {
-        let environment = Environment::capture(&["PATH"]);
+        let environment = Environment::capture(&["PATH"], &[]);
         assert!(environment
             .inherited
             .iter()
             .all(|entry| !entry.as_bytes().starts_with(b"PATH=")));
-        assert!(Environment::capture(&[])
+        assert!(Environment::capture(&[], &[])
             .inherited
             .iter()
             .any(|entry| entry.as_bytes().starts_with(b"PATH=")));

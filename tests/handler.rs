@@ -387,3 +387,35 @@ fn shutdown_failure_exit_mode() {
 fn shutdown_failure_continue_mode() {
     shutdown_failure("continue");
 }
+
+/// What the init command starts in the background (a sidecar) is not killed when the init
+/// command exits, and what it writes later still reaches the extension's log.
+#[test]
+fn init_sidecar_keeps_running_and_its_output_is_kept() {
+    let sb = Sandbox::new();
+    let api = FakeApi::start();
+    let pidfile = sb.p("sidecar-pid");
+    api.push_invoke("while-sidecar-runs", deadline_in(8000));
+    api.push_shutdown("spindown", deadline_in(8000));
+    let mut ext = sb
+        .ext(&api)
+        .env(
+            "SHELL_EXT_INIT",
+            &format!("(sleep 0.3; echo sidecar-late; sleep 30) & echo $! > {pidfile}"),
+        )
+        .handler("sleep 1")
+        .spawn();
+    ext.expect_exit(0, secs(10));
+    ext.wait_output_closed(secs(2));
+    let pid = read_pid(&sb.path("sidecar-pid"));
+    assert!(
+        pid_alive(pid),
+        "the sidecar died with the init command or an event"
+    );
+    cleanup_pid(pid);
+    let out = ext.stdout_str();
+    assert!(
+        out.contains("sidecar-late\n"),
+        "sidecar output lost:\n{out}"
+    );
+}
