@@ -33,7 +33,12 @@ const DEFAULT_TIMEOUT_MARGIN_MS: u64 = 100;
     about = "Runs a command for every AWS Lambda lifecycle event (an external Lambda extension).",
     long_about = "Runs a command for every AWS Lambda lifecycle event, with the event JSON on stdin. \
                   Lambda starts it from a layer's extensions/ folder with no arguments: configure it \
-                  with the environment variables shown below."
+                  with the environment variables shown below.",
+    after_help = "Also read from the environment:\n  \
+                  AWS_LAMBDA_RUNTIME_API  host:port of the Lambda API (set by Lambda)\n  \
+                  RUST_LOG                log filter of the extension's own lines [default: info]\n\n\
+                  Without Lambda: --check validates the configuration, --once FILE runs the \
+                  handler once (sample events in scripts/events/), make demo runs a local emulator."
 )]
 pub struct Options {
     /// Command run for every event, with the event JSON on stdin (required)
@@ -55,9 +60,37 @@ pub struct Options {
     /// Stop a handler this many milliseconds before the event's deadline [default: 100]
     #[arg(long, env = TIMEOUT_MARGIN_ENV, value_name = "N")]
     pub timeout_margin_ms: Option<String>,
+
+    /// Validate the configuration and the commands offline, print what would be registered
+    #[arg(long, conflicts_with = "once")]
+    pub check: bool,
+
+    /// Run the handler once with the event JSON in FILE (- for stdin), without Lambda
+    #[arg(long, value_name = "FILE")]
+    pub once: Option<String>,
+}
+
+/// What the binary was asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Be a Lambda extension (no arguments: how Lambda starts it).
+    Run,
+    /// `--check`: validate offline.
+    Check,
+    /// `--once FILE`: run the handler once with the event in FILE (`-`: stdin).
+    Once(String),
 }
 
 impl Options {
+    /// What the flags ask for.
+    pub fn action(&self) -> Action {
+        match (&self.once, self.check) {
+            (Some(file), _) => Action::Once(file.clone()),
+            (None, true) => Action::Check,
+            (None, false) => Action::Run,
+        }
+    }
+
     /// The options as Lambda gives them: from the environment when there are no arguments
     /// (building clap's parser is most of the start-up work, and Lambda never passes any), and
     /// through clap otherwise (flags, `--help`, `--version`).
@@ -79,8 +112,22 @@ impl Options {
             events: var(EVENTS_ENV),
             on_error: var(ON_ERROR_ENV),
             timeout_margin_ms: var(TIMEOUT_MARGIN_ENV),
+            ..Options::default()
         }
     }
+}
+
+/// The name the extension registers under: the file name it was started as (argv[0]), which
+/// for Lambda is its file name in /opt/extensions.
+pub fn extension_name() -> String {
+    std::env::args_os()
+        .next()
+        .and_then(|argv0| {
+            std::path::Path::new(&argv0)
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "lambda-shell-extension".into())
 }
 
 /// Which events the extension registers for.
@@ -98,6 +145,15 @@ impl EventSet {
                 events: vec![LifecycleEvent::Shutdown],
             },
         }
+    }
+}
+
+impl fmt::Display for EventSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EventSet::InvokeAndShutdown => "INVOKE,SHUTDOWN",
+            EventSet::ShutdownOnly => "SHUTDOWN",
+        })
     }
 }
 
@@ -129,45 +185,104 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid configuration: {}: {}",
-            self.variable, self.problem
-        )
+        write!(f, "{}: {}", self.variable, self.problem)
     }
 }
 
-impl std::error::Error for ConfigError {}
+/// Every invalid setting at once: one failed deploy should show every typo, not the first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.as_slice() {
+            [one] => write!(f, "invalid configuration: {one}"),
+            all => {
+                write!(f, "invalid configuration, {} problems:", all.len())?;
+                for (number, error) in all.iter().enumerate() {
+                    write!(f, " ({}) {error}", number + 1)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
 
 impl Config {
-    pub fn from_options(options: &Options) -> Result<Config, ConfigError> {
-        let handler = options
-            .handler
-            .as_deref()
-            .and_then(CommandLine::parse)
+    /// Validates every setting and checks that the commands can be started (see
+    /// [`CommandLine::check`]); reports every problem found, not only the first.
+    pub fn from_options(options: &Options) -> Result<Config, ConfigErrors> {
+        let path_var = std::env::var_os("PATH");
+        let path_var = path_var.as_deref();
+        let check = |variable| {
+            move |command: CommandLine| {
+                command
+                    .check(path_var)
+                    .map(|()| command)
+                    .map_err(|problem| ConfigError { variable, problem })
+            }
+        };
+        let mut problems = Problems::default();
+        let handler = parse_handler(options.handler.as_deref()).and_then(check(HANDLER_ENV));
+        let handler = problems.keep(handler);
+        let init = parse_init(options.init.as_deref())
+            .and_then(|init| init.map(check(INIT_ENV)).transpose());
+        let init = problems.keep(init);
+        let events = problems.keep(parse_events(options.events.as_deref()));
+        let on_error = problems.keep(parse_on_error(options.on_error.as_deref()));
+        let timeout_margin =
+            problems.keep(parse_timeout_margin(options.timeout_margin_ms.as_deref()));
+        match (handler, init, events, on_error, timeout_margin) {
+            (Some(handler), Some(init), Some(events), Some(on_error), Some(timeout_margin)) => {
+                Ok(Config {
+                    handler,
+                    init,
+                    events,
+                    on_error,
+                    timeout_margin,
+                })
+            }
+            _ => Err(ConfigErrors(problems.0)),
+        }
+    }
+}
+
+/// The problems found so far, in the order of the settings.
+#[derive(Default)]
+struct Problems(Vec<ConfigError>);
+
+impl Problems {
+    /// The value, or `None` with its problem recorded.
+    fn keep<T>(&mut self, result: Result<T, ConfigError>) -> Option<T> {
+        result.map_err(|error| self.0.push(error)).ok()
+    }
+}
+
+fn parse_handler(value: Option<&str>) -> Result<CommandLine, ConfigError> {
+    value
+        .and_then(CommandLine::parse)
+        .ok_or_else(|| ConfigError {
+            variable: HANDLER_ENV,
+            problem: format!(
+                "not set; set {HANDLER_ENV} (or --handler) to the command to run for every event, \
+             for example {HANDLER_ENV}=/opt/handler.sh"
+            ),
+        })
+}
+
+fn parse_init(value: Option<&str>) -> Result<Option<CommandLine>, ConfigError> {
+    match value {
+        None => Ok(None),
+        Some(line) => CommandLine::parse(line)
+            .map(Some)
             .ok_or_else(|| ConfigError {
-                variable: HANDLER_ENV,
-                problem: format!(
-                    "not set; set {HANDLER_ENV} (or --handler) to the command to run for every \
-                     event, for example {HANDLER_ENV}=/opt/handler.sh"
-                ),
-            })?;
-        let init = match options.init.as_deref() {
-            None => None,
-            Some(line) => Some(CommandLine::parse(line).ok_or_else(|| ConfigError {
                 variable: INIT_ENV,
                 problem: format!(
                     "is empty; unset {INIT_ENV} or set it to a command to run once at start-up"
                 ),
-            })?),
-        };
-        Ok(Config {
-            handler,
-            init,
-            events: parse_events(options.events.as_deref())?,
-            on_error: parse_on_error(options.on_error.as_deref())?,
-            timeout_margin: parse_timeout_margin(options.timeout_margin_ms.as_deref())?,
-        })
+            }),
     }
 }
 
@@ -242,21 +357,52 @@ mod tests {
 
     #[test]
     fn defaults() {
-        let config = Config::from_options(&options(Some("/opt/h.sh"))).unwrap();
+        let config = Config::from_options(&options(Some("/bin/true"))).unwrap();
         assert_eq!(config.events, EventSet::InvokeAndShutdown);
         assert_eq!(config.on_error, OnError::Exit);
         assert_eq!(config.timeout_margin, Duration::from_millis(100));
         assert_eq!(config.init, None);
-        assert_eq!(config.handler.line(), "/opt/h.sh");
+        assert_eq!(config.handler.line(), "/bin/true");
     }
 
     #[test]
     fn missing_or_blank_handler_names_the_variable() {
         for handler in [None, Some(""), Some("   ")] {
-            let error = Config::from_options(&options(handler)).unwrap_err();
-            assert_eq!(error.variable, HANDLER_ENV);
-            assert!(error.to_string().contains("SHELL_EXT_HANDLER"), "{error}");
+            let errors = Config::from_options(&options(handler)).unwrap_err();
+            assert_eq!(errors.0.len(), 1, "{errors}");
+            assert_eq!(errors.0[0].variable, HANDLER_ENV);
+            assert!(errors.to_string().contains("SHELL_EXT_HANDLER"), "{errors}");
         }
+    }
+
+    #[test]
+    fn every_invalid_setting_is_reported_at_once() {
+        let options = Options {
+            handler: Some("/no/such/handler.sh".into()),
+            init: Some("  ".into()),
+            events: Some("INVOKE,RESTORE".into()),
+            on_error: Some("ignore".into()),
+            timeout_margin_ms: Some("1.5".into()),
+            ..Options::default()
+        };
+        let errors = Config::from_options(&options).unwrap_err();
+        let variables: Vec<_> = errors.0.iter().map(|error| error.variable).collect();
+        assert_eq!(
+            variables,
+            [
+                HANDLER_ENV,
+                INIT_ENV,
+                EVENTS_ENV,
+                ON_ERROR_ENV,
+                TIMEOUT_MARGIN_ENV
+            ]
+        );
+        let text = errors.to_string();
+        assert!(text.starts_with("invalid configuration, 5 problems: (1) SHELL_EXT_HANDLER: `/no/such/handler.sh` does not exist"), "{text}");
+        assert!(
+            text.contains(" (5) SHELL_EXT_TIMEOUT_MARGIN_MS: "),
+            "{text}"
+        );
     }
 
     #[test]

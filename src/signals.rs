@@ -11,9 +11,7 @@ use log::warn;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use std::sync::atomic::Ordering;
-
-use crate::command::{group_alive, signal_group, RUNNING_GROUP, STARTING};
+use crate::command::{group_alive, request_stop, signal_group};
 
 /// How long the command's group gets to run its own TERM trap before it is killed.
 const GRACE: Duration = Duration::from_millis(500);
@@ -25,26 +23,27 @@ pub fn install() -> std::io::Result<()> {
         .name("signals".into())
         .spawn(move || {
             if let Some(signal) = signals.forever().next() {
-                stop_running_command();
-                warn!("received signal {signal}; exiting");
+                warn!("received signal {signal}; stopping the running command and exiting");
+                stop_running_command(signal);
                 std::process::exit(128 + signal);
             }
         })?;
     Ok(())
 }
 
-/// SIGTERM to the running command's group, then SIGKILL to whatever is left after the grace time.
-fn stop_running_command() {
+/// Waits for the signal thread to end the process, once a stop was requested: the thread
+/// running commands must neither report the failure the signal caused nor go on.
+pub fn wait_for_exit() -> ! {
+    loop {
+        thread::park();
+    }
+}
+
+/// Records the stop (no command starts after it), then SIGTERM to the running command's group
+/// and SIGKILL to whatever is left after the grace time.
+fn stop_running_command(signal: i32) {
     let give_up = Instant::now() + GRACE;
-    // A command being spawned right now gets its group id in a moment: wait for it, so that it
-    // is not left behind running.
-    let group = loop {
-        let group = RUNNING_GROUP.load(Ordering::SeqCst);
-        if group != STARTING || Instant::now() >= give_up {
-            break group;
-        }
-        thread::sleep(Duration::from_millis(1));
-    };
+    let group = request_stop(signal, GRACE);
     if group <= 0 {
         return;
     }

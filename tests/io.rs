@@ -261,11 +261,13 @@ fn error_message_bounded_with_huge_stderr() {
     assert!(copied >= 5_000_000, "only {copied} bytes of stderr copied");
 }
 
-fn unstartable(cmd: &str, os_text: &str, init: bool) {
+/// A command that cannot be started is found at Init: `Extension.ConfigInvalid` on init/error,
+/// naming the variable and the path, and no event is ever asked for.
+fn unstartable(cmd: &str, expected: &str, init: bool, events: &str) {
     let sb = Sandbox::new();
     let api = FakeApi::start();
     api.push_invoke("nostart", deadline_in(8000));
-    let mut launcher = sb.ext(&api);
+    let mut launcher = sb.ext(&api).env("SHELL_EXT_EVENTS", events);
     launcher = if init {
         launcher.handler("true").env("SHELL_EXT_INIT", cmd)
     } else {
@@ -273,49 +275,77 @@ fn unstartable(cmd: &str, os_text: &str, init: bool) {
     };
     let mut ext = launcher.spawn();
     ext.expect_exit(1, secs(10));
-    let (ep, ty) = if init {
-        (Endpoint::InitError, "Extension.InitFailed")
-    } else {
-        (Endpoint::ExitError, "Extension.HandlerFailed")
-    };
-    let errs = api.requests_to(ep);
+    let errs = api.requests_to(Endpoint::InitError);
     assert_eq!(errs.len(), 1, "{}", api.describe());
-    let msg = check_error_request(&api, &errs[0], ty);
-    assert!(
-        msg.contains(os_text),
-        "no OS error text {os_text:?} in: {msg}"
-    );
+    let msg = check_error_request(&api, &errs[0], "Extension.ConfigInvalid");
+    let variable = if init { "SHELL_EXT_INIT" } else { "SHELL_EXT_HANDLER" };
+    assert!(msg.contains(variable), "no variable in: {msg}");
+    assert!(msg.contains(expected), "no {expected:?} in: {msg}");
     assert!(
         msg.contains(cmd.split_whitespace().next().unwrap()),
         "no command in: {msg}"
     );
-    if init {
-        assert_none(&api, Endpoint::Next);
+    assert_none(&api, Endpoint::Next);
+    assert_none(&api, Endpoint::ExitError);
+}
+
+/// A missing handler command fails Init, in both registration modes.
+#[test]
+fn missing_command_fails_at_init() {
+    for events in ["INVOKE,SHUTDOWN", "SHUTDOWN"] {
+        unstartable("/nonexistent/dir/handler --flag", "does not exist", false, events);
     }
 }
 
-/// A missing handler command → HandlerFailed with "No such file or directory".
+/// A non-executable handler file fails Init with the fix (chmod).
 #[test]
-fn missing_command_fails_with_os_error() {
-    unstartable(
-        "/nonexistent/dir/handler --flag",
-        "No such file or directory",
-        false,
-    );
-}
-
-/// A non-executable handler file → HandlerFailed with "Permission denied".
-#[test]
-fn non_executable_command_fails_with_os_error() {
+fn non_executable_command_fails_at_init() {
     let sb = Sandbox::new();
     let path = sb.path("not-exec.sh");
     fs::write(&path, "#!/bin/sh\nexit 0\n").unwrap();
     // Keep the sandbox alive while the extension runs: the path is absolute.
-    unstartable(path.to_str().unwrap(), "Permission denied", false);
+    unstartable(path.to_str().unwrap(), "chmod 755", false, "INVOKE,SHUTDOWN");
 }
 
-/// A missing init command → InitFailed with the OS error text, never next.
+/// A script saved with CRLF line endings names `/bin/sh\r`: the message says so.
 #[test]
-fn missing_init_command_fails_with_os_error() {
-    unstartable("/nonexistent/init-cmd", "No such file or directory", true);
+fn crlf_script_fails_at_init_naming_line_endings() {
+    let sb = Sandbox::new();
+    let script = sb.script("crlf.sh", "#!/bin/sh\r\nexit 0\r\n");
+    unstartable(&script, "CRLF", false, "SHUTDOWN");
+}
+
+/// A script whose interpreter is missing fails Init, naming the interpreter.
+#[test]
+fn missing_interpreter_fails_at_init() {
+    let sb = Sandbox::new();
+    let script = sb.script("py.sh", "#!/opt/no-python/bin/python3\nprint(1)\n");
+    unstartable(&script, "/opt/no-python/bin/python3", false, "INVOKE,SHUTDOWN");
+}
+
+/// A missing init command fails Init the same way.
+#[test]
+fn missing_init_command_fails_at_init() {
+    unstartable("/nonexistent/init-cmd", "does not exist", true, "INVOKE,SHUTDOWN");
+}
+
+/// A handler that disappears after Init (here: the init command removes it) still fails as
+/// HandlerFailed with the OS error at the event.
+#[test]
+fn handler_gone_after_init_fails_with_os_error() {
+    let sb = Sandbox::new();
+    let api = FakeApi::start();
+    let script = sb.script("vanishing.sh", "#!/bin/sh\nexit 0\n");
+    api.push_invoke("gone", deadline_in(8000));
+    let mut ext = sb
+        .ext(&api)
+        .handler(&script)
+        .env("SHELL_EXT_INIT", &format!("rm {script}"))
+        .spawn();
+    ext.expect_exit(1, secs(10));
+    let errs = api.requests_to(Endpoint::ExitError);
+    assert_eq!(errs.len(), 1, "{}", api.describe());
+    let msg = check_error_request(&api, &errs[0], "Extension.HandlerFailed");
+    assert!(msg.contains("No such file or directory"), "{msg}");
+    assert!(msg.contains(&script), "{msg}");
 }

@@ -11,112 +11,44 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::spawn::{self, Environment, Lookup, OutputPipes, Stdin};
-
-/// The process group of the command running now, for the signal handler: 0 when none runs,
-/// [`STARTING`] while one is being spawned (so a signal arriving then waits for its group).
-pub static RUNNING_GROUP: AtomicI32 = AtomicI32::new(0);
-/// The value of [`RUNNING_GROUP`] between the start of a spawn and the group being known.
-pub const STARTING: i32 = -1;
+use super::group::{self, signal_group};
+use super::CommandLine;
+use crate::spawn::{self, Environment, OutputPipes, Stdin};
 
 /// How much of a command's stderr is kept for the error message.
 const STDERR_TAIL_BYTES: usize = 2048;
 /// How much output is read per system call.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
-/// Characters that make a command line need a shell (expansion, redirection, quoting, pipes...).
-const SHELL_METACHARACTERS: &[char] = &[
-    '|', '&', ';', '<', '>', '(', ')', '$', '`', '\\', '"', '\'', '*', '?', '[', ']', '#', '~',
-    '{', '}', '!', '\n',
-];
-
-/// Words that are shell syntax or builtins, not programs on PATH.
-const SHELL_WORDS: &[&str] = &[
-    ".", ":", "alias", "break", "case", "cd", "continue", "eval", "exec", "exit", "export", "for",
-    "if", "local", "read", "readonly", "return", "set", "shift", "source", "times", "trap",
-    "ulimit", "umask", "unset", "until", "wait", "while",
-];
-
-/// A command line as configured, and how it will be started.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CommandLine {
-    /// No shell needed: split on whitespace and exec'd directly (the fast path).
-    Direct { line: String, argv: Vec<String> },
-    /// Run as `/bin/sh -c line`.
-    Shell { line: String },
-}
-
-impl CommandLine {
-    /// `None` for an empty or blank line.
-    pub fn parse(line: &str) -> Option<CommandLine> {
-        let line = line.trim();
-        let argv: Vec<String> = line.split_whitespace().map(String::from).collect();
-        let first = argv.first()?;
-        let needs_shell = line.contains(SHELL_METACHARACTERS)
-            || first.contains('=')
-            || SHELL_WORDS.contains(&first.as_str());
-        Some(if needs_shell {
-            CommandLine::Shell {
-                line: line.to_string(),
-            }
-        } else {
-            CommandLine::Direct {
-                line: line.to_string(),
-                argv,
-            }
-        })
-    }
-
-    /// The line as configured, for messages.
-    pub fn line(&self) -> &str {
-        match self {
-            CommandLine::Direct { line, .. } | CommandLine::Shell { line } => line,
-        }
-    }
-
-    /// The argv to spawn: the words themselves (looked up in PATH), or `/bin/sh -c line`.
-    fn argv(&self) -> (Vec<&str>, Lookup) {
-        match self {
-            CommandLine::Direct { argv, .. } => (
-                argv.iter().map(String::as_str).collect(),
-                Lookup::SearchPath,
-            ),
-            CommandLine::Shell { line } => (vec!["/bin/sh", "-c", line], Lookup::ExactPath),
-        }
-    }
-}
-
 /// When to stop a command: SIGTERM to its group first, SIGKILL later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deadline {
     pub terminate_at: Instant,
     pub kill_at: Instant,
+    /// How long the command may run before SIGTERM, for messages.
+    pub allowed: Duration,
     /// How long before the event's deadline SIGTERM is sent, for messages.
     pub margin: Duration,
+    /// What to do about a command that misses this deadline, for messages.
+    pub hint: &'static str,
 }
 
 impl Deadline {
-    /// For an event whose deadline is `deadline_ms` (Unix epoch ms): SIGTERM `margin` before it,
-    /// SIGKILL `margin / 2` before it, so the group is gone by the deadline itself.
-    /// A `deadline_ms` of 0 means the event carries no deadline.
-    pub fn before_epoch_ms(deadline_ms: u64, margin: Duration) -> Option<Deadline> {
-        if deadline_ms == 0 {
-            return None;
-        }
+    /// For an event whose deadline is `remaining` from now: SIGTERM `margin` before it, SIGKILL
+    /// `margin / 2` before it, so the group is gone by the deadline itself.
+    pub fn within(remaining: Duration, margin: Duration, hint: &'static str) -> Deadline {
         let now = Instant::now();
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |since| since.as_millis() as u64);
-        let remaining = Duration::from_millis(deadline_ms.saturating_sub(now_ms));
-        Some(Deadline {
-            terminate_at: now + remaining.saturating_sub(margin),
+        let allowed = remaining.saturating_sub(margin);
+        Deadline {
+            terminate_at: now + allowed,
             kill_at: now + remaining.saturating_sub(margin / 2),
+            allowed,
             margin,
-        })
+            hint,
+        }
     }
 }
 
@@ -158,9 +90,11 @@ pub enum CommandFailure {
     /// It was still running at the deadline and was stopped.
     TimedOut {
         command: String,
-        margin: Duration,
+        deadline: Deadline,
         stderr_tail: String,
     },
+    /// The extension received a signal: the command was not started, or was stopped by it.
+    Stopped { command: String, signal: i32 },
 }
 
 impl fmt::Display for CommandFailure {
@@ -193,15 +127,21 @@ impl fmt::Display for CommandFailure {
             ),
             CommandFailure::TimedOut {
                 command,
-                margin,
+                deadline,
                 stderr_tail,
             } => write!(
                 f,
-                "`{command}` was still running {} ms before the event's deadline and was stopped \
-                 (SIGTERM, then SIGKILL to its process group); make it finish sooner, or raise the \
-                 function timeout{}",
-                margin.as_millis(),
+                "`{command}` was still running after {} ms, {} ms before the event's deadline, \
+                 and was stopped (SIGTERM, then SIGKILL to its process group); {}{}",
+                deadline.allowed.as_millis(),
+                deadline.margin.as_millis(),
+                deadline.hint,
                 stderr_suffix(stderr_tail)
+            ),
+            CommandFailure::Stopped { command, signal } => write!(
+                f,
+                "`{command}` was stopped: the extension received signal {signal} ({})",
+                signal_name(*signal)
             ),
         }
     }
@@ -292,14 +232,18 @@ impl Executor {
             (Leftovers::Kill, shared @ None) => shared.insert(Streams::new().map_err(not_started)?),
             (Leftovers::KeepRunning, _) => own_streams.insert(Streams::new().map_err(not_started)?),
         };
-        RUNNING_GROUP.store(STARTING, Ordering::SeqCst);
+        let stopped = |signal| CommandFailure::Stopped {
+            command: command.line().to_string(),
+            signal,
+        };
+        group::begin_spawn().map_err(stopped)?;
         let spawned = spawn::spawn(&argv, lookup, &self.environment, env, stdin, &streams.pipes);
         let process = spawned.map_err(|error| {
-            RUNNING_GROUP.store(0, Ordering::SeqCst);
+            group::set_running(0);
             not_started(error)
         })?;
         let group = process.pid;
-        RUNNING_GROUP.store(group, Ordering::SeqCst);
+        group::set_running(group);
         let stdin_bytes = match input {
             Input::Nothing => &[][..],
             Input::Bytes(bytes) => bytes,
@@ -322,10 +266,14 @@ impl Executor {
             ExitWatch::Polling => None,
         };
         let status = run.supervise(group, exit_watch, deadline, leftovers, &mut self.buffer);
-        RUNNING_GROUP.store(0, Ordering::SeqCst);
+        group::set_running(0);
         let (stage, stderr_tail) = (run.stage, tail_text(&run.stderr_tail));
         if let Some(streams) = own_streams {
             keep_forwarding(streams);
+        }
+        // Whatever ended the command, a signal to the extension is the reason to give up on it.
+        if let Some(signal) = group::stop_requested() {
+            return Err(stopped(signal));
         }
         let command = command.line().to_string();
         let status = status.map_err(|error| CommandFailure::NotStarted {
@@ -333,11 +281,13 @@ impl Executor {
             error,
         })?;
         if stage != Stage::Running {
-            return Err(CommandFailure::TimedOut {
-                command,
-                margin: deadline.map_or(Duration::ZERO, |d| d.margin),
-                stderr_tail,
-            });
+            if let Some(deadline) = deadline {
+                return Err(CommandFailure::TimedOut {
+                    command,
+                    deadline,
+                    stderr_tail,
+                });
+            }
         }
         match (status.code(), status.signal()) {
             (Some(0), _) => Ok(()),
@@ -719,82 +669,21 @@ fn kill_leftovers(group: i32, leftovers: Leftovers) {
     }
 }
 
-/// Sends `signal` to every process in `group` (ignoring "no such group": it is already gone).
-pub fn signal_group(group: i32, signal: i32) {
-    if group > 0 {
-        // SAFETY: killpg has no memory-safety preconditions.
-        unsafe {
-            libc::killpg(group, signal);
-        }
-    }
-}
-
-/// True while any process (zombies included) is left in `group`.
-pub fn group_alive(group: i32) -> bool {
-    // SAFETY: signal 0 only checks for existence.
-    group > 0 && unsafe { libc::killpg(group, 0) } == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn plain_command_lines_are_exec_directly() {
-        let command = CommandLine::parse("  /opt/handler.sh  --flag value ").unwrap();
-        assert_eq!(
-            command,
-            CommandLine::Direct {
-                line: "/opt/handler.sh  --flag value".into(),
-                argv: vec!["/opt/handler.sh".into(), "--flag".into(), "value".into()],
-            }
-        );
-        assert!(matches!(
-            CommandLine::parse("cat --opt=1").unwrap(),
-            CommandLine::Direct { .. }
-        ));
-    }
-
-    #[test]
-    fn shell_syntax_goes_through_the_shell() {
-        for line in [
-            "cat > /tmp/x",
-            "echo $HOME",
-            "a | b",
-            "a && b",
-            "echo 'quoted arg'",
-            "echo \"x\"",
-            "ls *.json",
-            "FOO=1 handler",
-            "exit 3",
-            "cd /tmp; ls",
-            "echo ~",
-            "sleep 1 &",
-            "echo `date`",
-        ] {
-            assert!(
-                matches!(CommandLine::parse(line).unwrap(), CommandLine::Shell { .. }),
-                "{line}"
-            );
-        }
-    }
-
-    #[test]
-    fn blank_lines_are_not_commands() {
-        assert_eq!(CommandLine::parse(""), None);
-        assert_eq!(CommandLine::parse(" \t\n"), None);
-    }
-
-    #[test]
-    fn deadline_zero_means_none_and_past_deadlines_are_due_now() {
-        assert_eq!(
-            Deadline::before_epoch_ms(0, Duration::from_millis(100)),
-            None
-        );
+    fn deadline_within_terminates_margin_before_and_kills_half_margin_before() {
         let before = Instant::now();
-        let deadline = Deadline::before_epoch_ms(1, Duration::from_millis(100)).unwrap();
-        assert!(deadline.terminate_at <= Instant::now() && deadline.terminate_at >= before);
-        assert!(deadline.kill_at <= Instant::now());
+        let deadline =
+            Deadline::within(Duration::from_millis(1000), Duration::from_millis(100), "");
+        assert_eq!(deadline.allowed, Duration::from_millis(900));
+        assert!(deadline.terminate_at >= before + Duration::from_millis(900));
+        assert!(deadline.kill_at >= before + Duration::from_millis(950));
+        assert!(deadline.kill_at <= Instant::now() + Duration::from_millis(950));
+        let past = Deadline::within(Duration::ZERO, Duration::from_millis(100), "");
+        assert!(past.terminate_at <= Instant::now() && past.kill_at <= Instant::now());
     }
 
     /// The fallback for kernels without pidfds: same outcomes, found by polling.
@@ -816,11 +705,8 @@ mod tests {
             );
 
             let hanging = CommandLine::parse("sleep 30").unwrap();
-            let deadline = Deadline {
-                terminate_at: Instant::now() + Duration::from_millis(50),
-                kill_at: Instant::now() + Duration::from_millis(100),
-                margin: Duration::from_millis(100),
-            };
+            let deadline =
+                Deadline::within(Duration::from_millis(150), Duration::from_millis(100), "");
             let started = Instant::now();
             let outcome = executor.run(
                 &hanging,

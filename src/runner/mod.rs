@@ -1,16 +1,22 @@
 //! The event loop: register, run the init command, then run the handler for every event until
 //! SHUTDOWN, reporting failures to Lambda the way the Extensions API expects.
+//!
+//! [`offline`] runs the same configuration without Lambda (`--check`, `--once`).
+
+pub mod offline;
+mod summary;
 
 use std::fmt;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use log::{debug, error, info, warn};
+use log::{error, info, warn};
 
 use crate::api::{Event, NextEventResponse};
 use crate::client::{lambda_agent, ClientError, InvocationClient, RegistrationClient};
-use crate::command::{CommandFailure, Deadline, Executor, Input, Leftovers};
+use crate::command::{CommandFailure, Executor, Input, Leftovers, PerEvent, MANAGED_ENV};
 use crate::config::{Config, EventSet, OnError, Options, ON_ERROR_ENV};
+use summary::{Millis, Summary};
 
 /// The error types this extension reports in `Lambda-Extension-Function-Error-Type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,17 +76,6 @@ impl Exit {
     }
 }
 
-/// The variables the extension sets for its commands: never inherited from its own environment.
-const HANDLER_ENV: [&str; 7] = [
-    "LAMBDA_EVENT_TYPE",
-    "LAMBDA_DEADLINE_MS",
-    "LAMBDA_EXTENSION_NAME",
-    "LAMBDA_REQUEST_ID",
-    "LAMBDA_INVOKED_FUNCTION_ARN",
-    "LAMBDA_SHUTDOWN_REASON",
-    "_X_AMZN_TRACE_ID",
-];
-
 /// Pauses between attempts when registration gets no response: a couple of quick retries.
 const REGISTER_RETRY_DELAYS: &[Duration] =
     &[Duration::from_millis(100), Duration::from_millis(300)];
@@ -107,6 +102,15 @@ pub fn run(options: &Options) -> Exit {
     });
     let (client, registration) = match registered {
         Ok(registered) => registered,
+        Err(ClientError::MissingRuntimeApi) => {
+            // Started by hand, not by Lambda: say what to do instead.
+            error!("{}", ClientError::MissingRuntimeApi);
+            error!("{}", offline::NOT_ON_LAMBDA);
+            if let Err(errors) = config {
+                error!("{}: {errors}", ErrorType::ConfigInvalid);
+            }
+            return Exit::Failure;
+        }
         Err(error) => {
             error!("cannot register with the Lambda Extensions API: {error}");
             return Exit::Failure;
@@ -120,34 +124,42 @@ pub fn run(options: &Options) -> Exit {
     info!(
         "registered as {} for {} of function {} ({})",
         client.extension_name(),
-        request
-            .events
-            .iter()
-            .map(|event| event.as_str())
-            .collect::<Vec<_>>()
-            .join(","),
+        events,
         registration.function_name,
         registration.function_version
     );
     let config = match config {
         Ok(config) => config,
-        Err(config_error) => {
+        Err(errors) => {
             return report(
                 &client,
                 Phase::Init,
                 ErrorType::ConfigInvalid,
-                &config_error.to_string(),
+                &errors.to_string(),
             );
         }
     };
-    let executor = Executor::new(
-        &HANDLER_ENV,
+    let mut executor = Executor::new(
+        &MANAGED_ENV,
         &[("LAMBDA_EXTENSION_NAME", client.extension_name())],
     );
+    if let Some(init) = &config.init {
+        // What the init command starts in the background may keep running (a sidecar).
+        let outcome = executor.run(init, Input::Nothing, &[], None, Leftovers::KeepRunning);
+        match outcome {
+            Ok(()) => {}
+            Err(CommandFailure::Stopped { .. }) => crate::signals::wait_for_exit(),
+            Err(failure) => {
+                let message = format!("init command {failure}");
+                return report(&client, Phase::Init, ErrorType::InitFailed, &message);
+            }
+        }
+    }
     Extension {
         client,
-        config,
-        executor,
+        handler: PerEvent::new(executor, config.handler, config.timeout_margin),
+        on_error: config.on_error,
+        summary: Summary::default(),
     }
     .run()
 }
@@ -159,40 +171,43 @@ enum Phase {
     Events,
 }
 
+/// The extension between its first and its last event.
 struct Extension {
     client: InvocationClient,
-    config: Config,
-    executor: Executor,
+    handler: PerEvent,
+    on_error: OnError,
+    summary: Summary,
 }
 
 impl Extension {
     fn run(mut self) -> Exit {
-        if let Some(init) = &self.config.init {
-            // What the init command starts in the background may keep running (a sidecar).
-            let outcome =
-                self.executor
-                    .run(init, Input::Nothing, &[], None, Leftovers::KeepRunning);
-            if let Err(failure) = outcome {
-                let message = format!("init command {failure}");
-                return report(&self.client, Phase::Init, ErrorType::InitFailed, &message);
-            }
-        }
+        let exit = self.event_loop();
+        info!("summary: {}; exiting", self.summary);
+        exit
+    }
+
+    fn event_loop(&mut self) -> Exit {
         loop {
+            if crate::command::stop_requested().is_some() {
+                crate::signals::wait_for_exit();
+            }
             let next = match retry_without_response(NEXT_RETRY_DELAYS, || self.client.next_event())
             {
                 Ok(next) => next,
                 Err(error) => return self.api_failure(error),
             };
             let is_shutdown = matches!(next.event, Event::Shutdown(_));
-            match (self.handle(&next), is_shutdown) {
-                (Ok(()), true) => {
-                    info!("SHUTDOWN handled; exiting");
-                    return Exit::Success;
-                }
+            match (
+                handle(&mut self.handler, &mut self.summary, &next),
+                is_shutdown,
+            ) {
+                (Ok(()), true) => return Exit::Success,
                 (Ok(()), false) => {}
+                // The signal thread is ending the process: nothing to report, nothing more to do.
+                (Err(CommandFailure::Stopped { .. }), _) => crate::signals::wait_for_exit(),
                 // A failure at SHUTDOWN is reported whatever the policy: it is the last word.
                 (Err(failure), true) => return self.handler_failure(&failure),
-                (Err(failure), false) => match self.config.on_error {
+                (Err(failure), false) => match self.on_error {
                     OnError::Exit => return self.handler_failure(&failure),
                     OnError::Continue => {
                         warn!(
@@ -204,41 +219,6 @@ impl Extension {
                 },
             }
         }
-    }
-
-    /// Runs the handler for one event, with the event's bytes on stdin.
-    fn handle(&mut self, next: &NextEventResponse) -> Result<(), CommandFailure> {
-        let deadline_ms = next.event.deadline_ms().to_string();
-        // LAMBDA_EXTENSION_NAME is in the executor's fixed environment.
-        let mut env = Vec::with_capacity(5);
-        env.push(("LAMBDA_EVENT_TYPE", next.event.lifecycle_event().as_str()));
-        env.push(("LAMBDA_DEADLINE_MS", deadline_ms.as_str()));
-        match &next.event {
-            Event::Invoke(invoke) => {
-                debug!("INVOKE {}", invoke.request_id);
-                env.push(("LAMBDA_REQUEST_ID", invoke.request_id.as_str()));
-                env.push((
-                    "LAMBDA_INVOKED_FUNCTION_ARN",
-                    invoke.invoked_function_arn.as_str(),
-                ));
-                if let Some(tracing) = &invoke.tracing {
-                    env.push(("_X_AMZN_TRACE_ID", tracing.value.as_str()));
-                }
-            }
-            Event::Shutdown(shutdown) => {
-                info!("SHUTDOWN ({})", shutdown.shutdown_reason);
-                env.push(("LAMBDA_SHUTDOWN_REASON", shutdown.shutdown_reason.as_str()));
-            }
-        }
-        let deadline =
-            Deadline::before_epoch_ms(next.event.deadline_ms(), self.config.timeout_margin);
-        self.executor.run(
-            &self.config.handler,
-            Input::Bytes(&next.body),
-            &env,
-            deadline,
-            Leftovers::Kill,
-        )
     }
 
     fn handler_failure(&self, failure: &CommandFailure) -> Exit {
@@ -263,6 +243,51 @@ impl Extension {
             ErrorType::ApiError,
             &error.to_string(),
         )
+    }
+}
+
+/// Runs the handler for one event, logs one line about it and counts it.
+fn handle(
+    handler: &mut PerEvent,
+    summary: &mut Summary,
+    next: &NextEventResponse,
+) -> Result<(), CommandFailure> {
+    if let Event::Shutdown(shutdown) = &next.event {
+        info!("SHUTDOWN ({})", shutdown.shutdown_reason);
+    }
+    let started = Instant::now();
+    let outcome = handler.handle(&next.event, &next.body);
+    let elapsed = started.elapsed();
+    if !matches!(outcome, Err(CommandFailure::Stopped { .. })) {
+        let event = next.event.lifecycle_event();
+        let id = match &next.event {
+            Event::Invoke(invoke) => invoke.request_id.as_str(),
+            Event::Shutdown(shutdown) => shutdown.shutdown_reason.as_str(),
+        };
+        info!(
+            "{} {id} {} in {}",
+            event.as_str(),
+            Verdict(&outcome),
+            Millis(elapsed)
+        );
+        summary.record(event, elapsed, &outcome);
+    }
+    outcome
+}
+
+/// How a handler run ended, in a few words: `ok`, `failed (status 3)`, `timed out`...
+struct Verdict<'a>(&'a Result<(), CommandFailure>);
+
+impl fmt::Display for Verdict<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Ok(()) => f.write_str("ok"),
+            Err(CommandFailure::Exited { code, .. }) => write!(f, "failed (status {code})"),
+            Err(CommandFailure::Killed { signal, .. }) => write!(f, "failed (signal {signal})"),
+            Err(CommandFailure::NotStarted { .. }) => f.write_str("failed (not started)"),
+            Err(CommandFailure::TimedOut { .. }) => f.write_str("timed out"),
+            Err(CommandFailure::Stopped { .. }) => f.write_str("stopped"),
+        }
     }
 }
 

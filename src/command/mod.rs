@@ -1,0 +1,14 @@
+//! Running a user's command: how a command line is started ([`CommandLine`], checked before
+//! anything runs with [`CommandLine::check`]), running it with stdin, a deadline and its own
+//! process group ([`Executor`]), and the per-event mode built on it ([`PerEvent`]).
+
+mod check;
+mod executor;
+mod group;
+mod line;
+mod per_event;
+
+pub use executor::{CommandFailure, Deadline, Executor, Input, Leftovers};
+pub use group::{group_alive, request_stop, signal_group, stop_requested};
+pub use line::CommandLine;
+pub use per_event::{PerEvent, MANAGED_ENV};
