@@ -3,6 +3,14 @@
 //! Parsing is lenient where real servers differ: unknown fields are ignored, `tracing` may be
 //! absent, `shutdownReason` is kept exactly as sent (real Lambda sends `spindown`, the AWS emulator
 //! `Timeout`/`SandboxTerminated`), and a `deadlineMs` of 0 or in the past is accepted.
+//!
+//! What Lambda sends ([`Event`], [`InvokeEvent`], [`ShutdownEvent`], [`Tracing`],
+//! [`RegistrationResponse`], [`NextEventResponse`]) and the enums ([`LifecycleEvent`],
+//! [`LogType`], [`DestinationProtocol`]) are `#[non_exhaustive]`: AWS may add fields, events and
+//! types, and a new one is not a breaking change here. Match them with a wildcard arm and read
+//! their fields; build them only by parsing. The request bodies you write
+//! ([`RegistrationRequest`], [`LogSubscription`], [`Destination`], [`Buffering`],
+//! [`ErrorRequest`]) are plain structs, built with a literal or their constructors.
 
 use serde::{Deserialize, Serialize};
 
@@ -24,9 +32,12 @@ pub const ACCEPT_FEATURE_HEADER: &str = "Lambda-Extension-Accept-Feature";
 
 /// An event an extension can register for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum LifecycleEvent {
+    /// `INVOKE`: every invocation of the function.
     #[serde(rename = "INVOKE")]
     Invoke,
+    /// `SHUTDOWN`: once, before the execution environment is shut down.
     #[serde(rename = "SHUTDOWN")]
     Shutdown,
 }
@@ -44,6 +55,7 @@ impl LifecycleEvent {
 /// Body of `POST /extension/register`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RegistrationRequest {
+    /// The events to receive.
     pub events: Vec<LifecycleEvent>,
 }
 
@@ -59,11 +71,15 @@ impl Default for RegistrationRequest {
 /// Body of a successful registration.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct RegistrationResponse {
+    /// The function's name (`AWS_LAMBDA_FUNCTION_NAME`).
     #[serde(default)]
     pub function_name: String,
+    /// The function's version (`$LATEST` or a number).
     #[serde(default)]
     pub function_version: String,
+    /// The function's handler setting (`_HANDLER`).
     #[serde(default)]
     pub handler: String,
     /// Present only when the `accountId` feature was requested (the client always requests it)
@@ -74,9 +90,12 @@ pub struct RegistrationResponse {
 
 /// The `tracing` object of an INVOKE event.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
 pub struct Tracing {
+    /// Its `type`: `X-Amzn-Trace-Id`.
     #[serde(rename = "type", default)]
     pub kind: String,
+    /// The trace header value (`Root=...;Parent=...;Sampled=...`).
     #[serde(default)]
     pub value: String,
 }
@@ -84,12 +103,16 @@ pub struct Tracing {
 /// An INVOKE event. It carries no function payload: only metadata.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct InvokeEvent {
     /// Unix epoch milliseconds at which the function times out.
     pub deadline_ms: u64,
+    /// The invocation's request ID (the function sees the same one).
     pub request_id: String,
+    /// The ARN the function was invoked with (it may carry a version or alias).
     #[serde(default)]
     pub invoked_function_arn: String,
+    /// X-Ray tracing, when the event has it.
     #[serde(default)]
     pub tracing: Option<Tracing>,
 }
@@ -97,6 +120,7 @@ pub struct InvokeEvent {
 /// A SHUTDOWN event.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct ShutdownEvent {
     /// As sent: `spindown`, `timeout`, `failure` from Lambda; other spellings from emulators.
     #[serde(default)]
@@ -108,14 +132,18 @@ pub struct ShutdownEvent {
 /// A next-event payload, tagged by `eventType`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(tag = "eventType")]
+#[non_exhaustive]
 pub enum Event {
+    /// `"eventType": "INVOKE"`.
     #[serde(rename = "INVOKE")]
     Invoke(InvokeEvent),
+    /// `"eventType": "SHUTDOWN"`.
     #[serde(rename = "SHUTDOWN")]
     Shutdown(ShutdownEvent),
 }
 
 impl Event {
+    /// Which kind of event this is.
     pub fn lifecycle_event(&self) -> LifecycleEvent {
         match self {
             Event::Invoke(_) => LifecycleEvent::Invoke,
@@ -123,6 +151,7 @@ impl Event {
         }
     }
 
+    /// Unix epoch milliseconds by which the extension must be done with this event.
     pub fn deadline_ms(&self) -> u64 {
         match self {
             Event::Invoke(invoke) => invoke.deadline_ms,
@@ -133,8 +162,11 @@ impl Event {
 
 /// What `GET /extension/event/next` returned: the parsed event and the body exactly as received.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct NextEventResponse {
+    /// The parsed event.
     pub event: Event,
+    /// The body as received, byte for byte (unknown fields included).
     pub body: Vec<u8>,
 }
 
@@ -150,8 +182,10 @@ impl NextEventResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ErrorRequest {
+    /// `errorMessage`: what went wrong, in words.
     #[serde(default)]
     pub error_message: String,
+    /// `errorType`: `Category.Reason`, for example `Extension.ConfigInvalid`.
     #[serde(default)]
     pub error_type: String,
 }
@@ -159,15 +193,22 @@ pub struct ErrorRequest {
 /// Where the Logs or Telemetry API delivers batches.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Destination {
+    /// How batches are delivered.
     pub protocol: DestinationProtocol,
+    /// The address batches are sent to, inside the sandbox: for example
+    /// `http://sandbox.localdomain:8080/logs`.
     #[serde(rename = "URI")]
     pub uri: String,
 }
 
+/// How the Logs or Telemetry API delivers batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub enum DestinationProtocol {
+    /// `HTTP`: a POST of a JSON array per batch.
     #[serde(rename = "HTTP")]
     Http,
+    /// `TCP`: newline-delimited JSON on a connection.
     #[serde(rename = "TCP")]
     Tcp,
 }
@@ -176,8 +217,11 @@ pub enum DestinationProtocol {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Buffering {
+    /// `maxBytes`: the most bytes buffered before a delivery.
     pub max_bytes: u32,
+    /// `maxItems`: the most records buffered before a delivery.
     pub max_items: u32,
+    /// `timeoutMs`: the longest a record is buffered.
     pub timeout_ms: u32,
 }
 
@@ -194,11 +238,15 @@ impl Default for Buffering {
 
 /// Which log streams to subscribe to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub enum LogType {
+    /// `platform`: Lambda's own records (start, end, reports, ...).
     #[serde(rename = "platform")]
     Platform,
+    /// `function`: what the function writes to stdout and stderr.
     #[serde(rename = "function")]
     Function,
+    /// `extension`: what extensions write to stdout and stderr.
     #[serde(rename = "extension")]
     Extension,
 }
@@ -207,9 +255,14 @@ pub enum LogType {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LogSubscription {
+    /// Where the batches go.
     pub destination: Destination,
+    /// Which streams to receive.
     pub types: Vec<LogType>,
+    /// How Lambda batches them.
     pub buffering: Buffering,
+    /// `schemaVersion`: required by the Telemetry API (for example `2025-01-29`), optional for
+    /// the Logs API; not sent when `None`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schema_version: Option<String>,
 }

@@ -18,6 +18,8 @@
 //!             println!("shutdown: {}", shutdown.shutdown_reason);
 //!             break;
 //!         }
+//!         // `Event` is `#[non_exhaustive]`: room for an event type Lambda adds later.
+//!         _ => {}
 //!     }
 //! }
 //! # Ok::<(), lambda_shell_extension::client::ClientError>(())
@@ -59,14 +61,22 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// The environment variable Lambda sets to the API's `host:port`.
 pub const RUNTIME_API_ENV: &str = "AWS_LAMBDA_RUNTIME_API";
 
-/// The calls this client makes, named in errors.
+/// The calls this client makes, named in errors. Its `Display` is the short name used in
+/// messages (`register`, `event/next`...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Endpoint {
+    /// `POST /2020-01-01/extension/register`.
     Register,
+    /// `GET /2020-01-01/extension/event/next`.
     NextEvent,
+    /// `POST /2020-01-01/extension/init/error`.
     InitError,
+    /// `POST /2020-01-01/extension/exit/error`.
     ExitError,
+    /// `PUT /2020-08-15/logs`.
     LogsSubscribe,
+    /// `PUT /2022-07-01/telemetry`.
     TelemetrySubscribe,
 }
 
@@ -84,7 +94,11 @@ impl fmt::Display for Endpoint {
 }
 
 /// Everything that can go wrong talking to the API.
+///
+/// Its `Display` says what happened and, where it can, what to do; [`is_fatal`](Self::is_fatal)
+/// and [`is_transport`](Self::is_transport) sort it for a retry or an exit.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum ClientError {
     /// `AWS_LAMBDA_RUNTIME_API` is not set and no address was given.
     MissingRuntimeApi,
@@ -92,28 +106,43 @@ pub enum ClientError {
     MissingExtensionName,
     /// No HTTP response at all: connection refused, reset or dropped.
     Transport {
+        /// The call that failed.
         endpoint: Endpoint,
+        /// The URL it was sent to.
         url: String,
+        /// What ureq reported.
         source: ureq::Error,
     },
     /// The API answered with a status the call does not accept.
     Status {
+        /// The call that failed.
         endpoint: Endpoint,
+        /// The HTTP status of the answer.
         status: u16,
         /// The API's `{"errorType", "errorMessage"}`, or the raw body (as `error_message`) when it
         /// is not that JSON.
         error: ErrorRequest,
     },
     /// The API did not answer within [`CALL_TIMEOUT`] (not retried: it may have acted on it).
-    Timeout { endpoint: Endpoint },
+    Timeout {
+        /// The call that timed out.
+        endpoint: Endpoint,
+    },
     /// The request could not be sent as asked (for example a header value with a newline, or a
     /// telemetry subscription without a schema version); nothing reached the API.
-    InvalidRequest { endpoint: Endpoint, reason: String },
+    InvalidRequest {
+        /// The call that was not made.
+        endpoint: Endpoint,
+        /// Why it could not be sent.
+        reason: String,
+    },
     /// Registration succeeded but the response had no `Lambda-Extension-Identifier` header.
     MissingIdentifier,
     /// A 200 response whose body is not what the API documents.
     InvalidBody {
+        /// The call whose answer it was.
         endpoint: Endpoint,
+        /// Why the body does not parse.
         source: serde_json::Error,
         /// The start of the body, for the message.
         body_start: String,

@@ -12,6 +12,8 @@
 //! integration tests can reach them; they are hidden from the documentation and are not part of
 //! the public API (they change without notice).
 
+#![warn(missing_docs)]
+
 pub mod api;
 pub mod client;
 
