@@ -8,8 +8,8 @@
 //! use lambda_shell_extension::api::Event;
 //! use lambda_shell_extension::client::RegistrationClient;
 //!
-//! let agent = ureq::Agent::new_with_defaults();
-//! let (client, registration) = RegistrationClient::new(agent).register_default()?;
+//! // AWS_LAMBDA_RUNTIME_API, the file name of argv[0], and `lambda_agent()` (no proxy).
+//! let (client, registration) = RegistrationClient::from_env().register_default()?;
 //! println!("extension for {}", registration.function_name);
 //! loop {
 //!     match client.next_event()?.event {
@@ -25,6 +25,12 @@
 //! # Ok::<(), lambda_shell_extension::client::ClientError>(())
 //! ```
 //!
+//! `from_env()` is `RegistrationClient::new(lambda_agent())` spelled out; [`RegistrationClient::new`]
+//! takes any `ureq::Agent`. One of your own should, like [`lambda_agent`], set `.proxy(None)` and
+//! no global timeout: `ureq::Agent::new_with_defaults()` honours `HTTP_PROXY`, `HTTPS_PROXY` and
+//! `ALL_PROXY`, which a function may set for its own traffic, and would send the calls meant for
+//! the Extensions API on loopback to that proxy.
+//!
 //! Where it deliberately differs from the Go seed:
 //! - It never panics. A 403 or a 5xx is a [`ClientError::Status`] whose
 //!   [`is_fatal`](ClientError::is_fatal) says the extension should exit (the API documents both as
@@ -39,6 +45,7 @@
 //!   Every other call gives up after [`CALL_TIMEOUT`], so an API that stops answering cannot
 //!   hang the extension.
 //! - The API address may carry a path: `127.0.0.1:9000/.rt` is valid.
+//! - [`RegistrationClient::from_env`] ignores proxy variables (see [`lambda_agent`]).
 
 use std::fmt;
 use std::io::Read;
@@ -271,9 +278,23 @@ pub struct RegistrationClient {
 }
 
 impl RegistrationClient {
+    /// A client as Lambda sets an extension up: the API named by `AWS_LAMBDA_RUNTIME_API`, the
+    /// extension named by the file name of `argv[0]`, and [`lambda_agent`] for the HTTP calls, so
+    /// proxy variables (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`) are ignored.
+    ///
+    /// The same as `RegistrationClient::new(lambda_agent())`.
+    pub fn from_env() -> Self {
+        RegistrationClient::new(lambda_agent())
+    }
+
     /// A client for the API named by `AWS_LAMBDA_RUNTIME_API`, registering under the file name
     /// Lambda started (the basename of `argv[0]`; not `current_exe()`, which would resolve a
-    /// symlink or renamed copy to the original's name).
+    /// symlink or renamed copy to the original's name), making its calls with `agent`.
+    ///
+    /// `RegistrationClient::new(lambda_agent())` is [`from_env`](Self::from_env). An agent of
+    /// your own should, like [`lambda_agent`], use no proxy (`.proxy(None)`) and no global timeout
+    /// (the long poll of [`InvocationClient::next_event`] has none): an agent that honours proxy
+    /// variables sends the calls to the proxy, not to the API on loopback.
     pub fn new(agent: ureq::Agent) -> Self {
         RegistrationClient {
             agent,

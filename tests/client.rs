@@ -303,6 +303,89 @@ fn missing_runtime_api_is_a_typed_error() {
     }
 }
 
+const FROM_ENV_CHILD: &str = "CLIENT_TEST_FROM_ENV_CHILD";
+
+/// The proxy variables ureq's default agent reads (`Proxy::try_from_env`), and the ones that
+/// would exempt the API from them.
+const PROXY_VARS: [&str; 6] = [
+    "ALL_PROXY",
+    "all_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+];
+const NO_PROXY_VARS: [&str; 2] = ["NO_PROXY", "no_proxy"];
+
+/// `from_env()` reads `AWS_LAMBDA_RUNTIME_API` and the file name of `argv[0]`, and its agent
+/// ignores proxy variables: with every one of them pointing at a dead port, registration and
+/// `next_event` still reach the API (an agent from `ureq::Agent::new_with_defaults()` would fail
+/// with a transport error). As above, the environment is set only in a child process.
+#[test]
+fn from_env_reads_the_environment_and_ignores_proxies() {
+    if std::env::var_os(FROM_ENV_CHILD).is_some() {
+        let (client, registration) = RegistrationClient::from_env()
+            .register_default()
+            .unwrap_or_else(|e| panic!("from_env register: {e}"));
+        let next = client.next_event().unwrap_or_else(|e| panic!("next: {e}"));
+        let Event::Shutdown(shutdown) = &next.event else {
+            panic!("expected the SHUTDOWN, got {:?}", next.event)
+        };
+        println!(
+            "child checked: {} {} {}",
+            client.extension_name(),
+            registration.function_name,
+            shutdown.shutdown_reason
+        );
+        return;
+    }
+
+    // A port nothing listens on: a proxied call gets "connection refused".
+    let dead_port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let proxy = format!("http://127.0.0.1:{dead_port}");
+    let api = FakeApi::start();
+    api.push_shutdown("spindown", 42);
+
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = Command::new(&exe);
+    cmd.args([
+        "--exact",
+        "from_env_reads_the_environment_and_ignores_proxies",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(FROM_ENV_CHILD, "1")
+    .env(RUNTIME_API_ENV, api.runtime_api());
+    for var in PROXY_VARS {
+        cmd.env(var, &proxy);
+    }
+    for var in NO_PROXY_VARS {
+        cmd.env_remove(var);
+    }
+    let out = cmd.output().expect("run the test binary");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "child failed:\n{stdout}\n{stderr}\nlog:\n{}",
+        api.describe()
+    );
+
+    // Lambda starts the extension by path: argv[0]'s file name is the name it registers under.
+    let name = exe.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        stdout.contains(&format!("child checked: {name} fn spindown")),
+        "child did not run the check:\n{stdout}\n{stderr}"
+    );
+    let req = only(&api, Endpoint::Register);
+    assert_single_header(&req, "Lambda-Extension-Name", &name);
+    assert_eq!(api.count(Endpoint::Next), 1, "{}", api.describe());
+    assert_all_known(&api);
+}
+
 // ---------------------------------------------------------------------------------------------
 // event/next
 
