@@ -282,3 +282,80 @@ fn sigterm_to_extension_is_forwarded() {
 fn sigint_to_extension_is_forwarded() {
     signal_to_extension(libc::SIGINT);
 }
+
+/// A margin at or above the time left no longer kills the handler before it starts: it is cut
+/// to half the time left, with one warning (issue 7, defect 2).
+#[test]
+fn margin_above_time_left_is_cut_to_half_and_logged_once() {
+    let sb = Sandbox::new();
+    let api = FakeApi::start();
+    let marker = sb.path("ran");
+    let handler = sb.script(
+        "short.sh",
+        &format!("#!/bin/sh\nsleep 0.3\necho ran >> {}\n", marker.display()),
+    );
+    api.push_invoke("req-margin", deadline_in(2000));
+    api.push_shutdown("spindown", deadline_in(2000));
+    let mut ext = sb
+        .ext(&api)
+        .handler(&handler)
+        .env("SHELL_EXT_TIMEOUT_MARGIN_MS", "2500")
+        .spawn();
+    ext.expect_exit(0, secs(10));
+    assert_none(&api, Endpoint::ExitError);
+    assert_eq!(fs::read_to_string(&marker).unwrap(), "ran\nran\n");
+    let stderr = ext.stderr_str();
+    let warnings = stderr
+        .lines()
+        .filter(|line| line.contains("WARN SHELL_EXT_TIMEOUT_MARGIN_MS=2500 is more than half"))
+        .count();
+    assert_eq!(warnings, 1, "{stderr}");
+}
+
+/// A SHUTDOWN handler that overruns: the message says how long it ran and gives advice that
+/// fits SHUTDOWN (its time cannot be raised), not "raise the function timeout".
+#[test]
+fn shutdown_timeout_message_fits_shutdown() {
+    let sb = Sandbox::new();
+    let api = FakeApi::start();
+    let token = unique_sleep_arg();
+    api.push_shutdown("spindown", deadline_in(1000));
+    let mut ext = sb
+        .ext(&api)
+        .handler(&format!("sleep {token}"))
+        .env("SHELL_EXT_EVENTS", "SHUTDOWN")
+        .env("SHELL_EXT_TIMEOUT_MARGIN_MS", "2500")
+        .spawn();
+    ext.expect_exit(1, secs(10));
+    let errs = api.requests_to(Endpoint::ExitError);
+    assert_eq!(errs.len(), 1, "{}", api.describe());
+    let msg = check_error_request(&api, &errs[0], "Extension.HandlerTimeout");
+    assert!(msg.contains("SHUTDOWN about 2 s"), "{msg}");
+    assert!(!msg.contains("function timeout"), "{msg}");
+    // Half of the ~1000 ms left went to the margin: it ran ~500 ms, stopped ~500 ms before.
+    let ran: u64 = msg
+        .split("still running after ")
+        .nth(1)
+        .and_then(|rest| rest.split(" ms").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no run time in: {msg}"));
+    assert!((300..=520).contains(&ran), "{msg}");
+    assert!(pids_with_arg(&token).is_empty());
+}
+
+/// An INVOKE handler that overruns is told to finish sooner or raise the function timeout.
+#[test]
+fn invoke_timeout_message_names_the_function_timeout() {
+    let sb = Sandbox::new();
+    let api = FakeApi::start();
+    let token = unique_sleep_arg();
+    api.push_invoke("req-slow", deadline_in(600));
+    let mut ext = sb.ext(&api).handler(&format!("sleep {token}")).spawn();
+    ext.expect_exit(1, secs(10));
+    let errs = api.requests_to(Endpoint::ExitError);
+    assert_eq!(errs.len(), 1, "{}", api.describe());
+    let msg = check_error_request(&api, &errs[0], "Extension.HandlerTimeout");
+    assert!(msg.contains("100 ms before the event's deadline"), "{msg}");
+    assert!(msg.contains("raise the function timeout"), "{msg}");
+    assert!(ext.stderr_str().contains("INVOKE req-slow timed out in"));
+}

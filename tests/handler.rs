@@ -419,3 +419,41 @@ fn init_sidecar_keeps_running_and_its_output_is_kept() {
         "sidecar output lost:\n{out}"
     );
 }
+
+/// One info line per event, and a summary of them all when the extension exits.
+#[test]
+fn one_line_per_event_and_a_summary_at_shutdown() {
+    let sb = Sandbox::new();
+    let api = FakeApi::start();
+    let handler = sb.script(
+        "mixed.sh",
+        "#!/bin/sh\n[ \"$LAMBDA_REQUEST_ID\" = req-bad ] && exit 3\nexit 0\n",
+    );
+    api.push_invoke("req-ok", deadline_in(10_000));
+    api.push_invoke("req-bad", deadline_in(10_000));
+    api.push_shutdown("spindown", deadline_in(10_000));
+    let mut ext = sb
+        .ext(&api)
+        .handler(&handler)
+        .env("SHELL_EXT_ON_ERROR", "continue")
+        .spawn();
+    ext.expect_exit(0, secs(10));
+    let err = ext.stderr_str();
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|line| line.starts_with("[lambda-shell-extension] INFO "))
+        .map(|line| &line["[lambda-shell-extension] INFO ".len()..])
+        .collect();
+    let with = |prefix: &str| lines.iter().filter(|l| l.starts_with(prefix)).count();
+    assert_eq!(with("INVOKE req-ok ok in "), 1, "{err}");
+    assert_eq!(with("INVOKE req-bad failed (status 3) in "), 1, "{err}");
+    assert_eq!(with("SHUTDOWN spindown ok in "), 1, "{err}");
+    let summary = lines.last().copied().unwrap_or_default();
+    assert!(
+        summary.starts_with(
+            "summary: 3 events (2 INVOKE, 1 SHUTDOWN), 1 failed, 0 timed out; handler time median "
+        ) && summary.contains(" ms, max ")
+            && summary.ends_with(" ms; exiting"),
+        "{err}"
+    );
+}

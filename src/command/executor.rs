@@ -90,7 +90,8 @@ pub enum CommandFailure {
     /// It was still running at the deadline and was stopped.
     TimedOut {
         command: String,
-        deadline: Deadline,
+        /// Boxed: it would make every `Result` of a run twice as large.
+        deadline: Box<Deadline>,
         stderr_tail: String,
     },
     /// The extension received a signal: the command was not started, or was stopped by it.
@@ -284,7 +285,7 @@ impl Executor {
             if let Some(deadline) = deadline {
                 return Err(CommandFailure::TimedOut {
                     command,
-                    deadline,
+                    deadline: Box::new(deadline),
                     stderr_tail,
                 });
             }

@@ -71,9 +71,16 @@ impl Sandbox {
         let dir = self.dir.path().join("opt/extensions");
         fs::create_dir_all(&dir).unwrap();
         let dest = dir.join(name);
-        let in_place = fs::canonicalize(src)
-            .ok()
-            .is_some_and(|s| fs::canonicalize(&dest).ok().is_some_and(|d| d == s));
+        // The same file already (an extracted layer, or a hard link made by an earlier
+        // install): copying onto it would truncate the source itself.
+        let same_file = |a: &Path, b: &Path| {
+            use std::os::unix::fs::MetadataExt;
+            match (fs::metadata(a), fs::metadata(b)) {
+                (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+                _ => false,
+            }
+        };
+        let in_place = same_file(src, &dest);
         if !in_place && fs::hard_link(src, &dest).is_err() {
             fs::copy(src, &dest).expect("copy extension binary");
             fs::set_permissions(&dest, fs::Permissions::from_mode(0o755)).unwrap();
@@ -466,4 +473,35 @@ pub fn parse_env(bytes: &[u8]) -> Vec<(String, String)> {
 
 pub fn env_get<'a>(env: &'a [(String, String)], key: &str) -> Option<&'a str> {
     env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+/// The live processes whose command line has `token` as one of its arguments (give each test
+/// a token of its own, e.g. `sleep 30.4711`, so parallel tests never see each other's).
+pub fn pids_with_arg(token: &str) -> Vec<i32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+                cmdline
+                    .split(|&b| b == 0)
+                    .any(|arg| arg == token.as_bytes())
+            })
+        })
+        .filter(|&pid| pid_alive(pid))
+        .collect()
+}
+
+/// A token no other test (or test process) uses, for `pids_with_arg`: `30.<pid><n>`, a
+/// duration `sleep` accepts.
+pub fn unique_sleep_arg() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "30.{}{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
