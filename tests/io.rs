@@ -278,7 +278,11 @@ fn unstartable(cmd: &str, expected: &str, init: bool, events: &str) {
     let errs = api.requests_to(Endpoint::InitError);
     assert_eq!(errs.len(), 1, "{}", api.describe());
     let msg = check_error_request(&api, &errs[0], "Extension.ConfigInvalid");
-    let variable = if init { "SHELL_EXT_INIT" } else { "SHELL_EXT_HANDLER" };
+    let variable = if init {
+        "SHELL_EXT_INIT"
+    } else {
+        "SHELL_EXT_HANDLER"
+    };
     assert!(msg.contains(variable), "no variable in: {msg}");
     assert!(msg.contains(expected), "no {expected:?} in: {msg}");
     assert!(
@@ -293,7 +297,12 @@ fn unstartable(cmd: &str, expected: &str, init: bool, events: &str) {
 #[test]
 fn missing_command_fails_at_init() {
     for events in ["INVOKE,SHUTDOWN", "SHUTDOWN"] {
-        unstartable("/nonexistent/dir/handler --flag", "does not exist", false, events);
+        unstartable(
+            "/nonexistent/dir/handler --flag",
+            "does not exist",
+            false,
+            events,
+        );
     }
 }
 
@@ -304,7 +313,12 @@ fn non_executable_command_fails_at_init() {
     let path = sb.path("not-exec.sh");
     fs::write(&path, "#!/bin/sh\nexit 0\n").unwrap();
     // Keep the sandbox alive while the extension runs: the path is absolute.
-    unstartable(path.to_str().unwrap(), "chmod 755", false, "INVOKE,SHUTDOWN");
+    unstartable(
+        path.to_str().unwrap(),
+        "chmod 755",
+        false,
+        "INVOKE,SHUTDOWN",
+    );
 }
 
 /// A script saved with CRLF line endings names `/bin/sh\r`: the message says so.
@@ -320,13 +334,23 @@ fn crlf_script_fails_at_init_naming_line_endings() {
 fn missing_interpreter_fails_at_init() {
     let sb = Sandbox::new();
     let script = sb.script("py.sh", "#!/opt/no-python/bin/python3\nprint(1)\n");
-    unstartable(&script, "/opt/no-python/bin/python3", false, "INVOKE,SHUTDOWN");
+    unstartable(
+        &script,
+        "/opt/no-python/bin/python3",
+        false,
+        "INVOKE,SHUTDOWN",
+    );
 }
 
 /// A missing init command fails Init the same way.
 #[test]
 fn missing_init_command_fails_at_init() {
-    unstartable("/nonexistent/init-cmd", "does not exist", true, "INVOKE,SHUTDOWN");
+    unstartable(
+        "/nonexistent/init-cmd",
+        "does not exist",
+        true,
+        "INVOKE,SHUTDOWN",
+    );
 }
 
 /// A handler that disappears after Init (here: the init command removes it) still fails as
