@@ -117,7 +117,7 @@ impl Options {
     }
 }
 
-/// The name the extension registers under: the file name it was started as (argv[0]), which
+/// The name the extension registers under: the file name it was started as (`argv[0]`), which
 /// for Lambda is its file name in /opt/extensions.
 pub fn extension_name() -> String {
     std::env::args_os()
