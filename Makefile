@@ -1,6 +1,7 @@
-# lambda-shell-extension: build, test, lint, demo, layer.
+# lambda-shell-extension: `make help` lists the main targets, one line each.
 #   make demo                              # 3 invokes + shutdown against lambda-simulator
 #   make demo HANDLER=scripts/fail.sh      # any handler command (relative paths are fine)
+#   make demo HANDLER='{ cat; echo; } >> /tmp/events.jsonl'   # shell syntax is passed through as typed
 #   make demo HANDLER=scripts/flush-on-shutdown.sh SHELL_EXT_EVENTS=SHUTDOWN
 #   make layer                             # dist/lambda-shell-extension-<version>-{x86_64,arm64}.zip
 
@@ -18,9 +19,28 @@ X86_BIN    := $(TARGET_DIR)/$(X86_TARGET)/release/$(BIN)
 ARM_BIN    := $(TARGET_DIR)/$(ARM_TARGET)/release/$(BIN)
 SIZE_BUDGET := 1310720
 
-.PHONY: all build targets release size layer test lint fmt demo profiles bench bench-smoke clean
+.PHONY: all help build targets release size layer test lint fmt demo profiles bench bench-smoke clean
 
 all: build
+
+help:
+	@echo 'make build        debug build of everything (the default target)'
+	@echo 'make demo         run the extension against a local Lambda emulator: 3 invokes + shutdown'
+	@echo "make demo HANDLER='CMD'                    any handler command, shell syntax included"
+	@echo 'make demo HANDLER=scripts/fail.sh          Extension.HandlerFailed; the extension exits 1'
+	@echo 'SHELL_EXT_ON_ERROR=continue make demo HANDLER=scripts/fail.sh   failures logged, not fatal'
+	@echo 'make demo HANDLER=scripts/timeout.sh       killed at the deadline: Extension.HandlerTimeout'
+	@echo 'make demo HANDLER=scripts/append-jsonl.sh  every event appended to /tmp/events.jsonl'
+	@echo 'make demo HANDLER=scripts/flush-on-shutdown.sh SHELL_EXT_EVENTS=SHUTDOWN   SHUTDOWN only'
+	@echo 'make test         all tests (cargo test, bench smoke run, layer, arm64 under qemu)'
+	@echo 'make lint         rustfmt check, clippy and rustdoc, warnings as errors'
+	@echo 'make fmt          format the code (cargo fmt --all)'
+	@echo 'make release      static release binaries for x86_64 and arm64 (musl)'
+	@echo 'make size         the two release binary sizes, against the 1.25 MiB budget'
+	@echo 'make layer        the Lambda layer zips in dist/'
+	@echo 'make bench        benchmark against the floor and the official crate (BENCH_ARGS=...)'
+	@echo 'make profiles     size and start-up at each opt-level (how the release profile was chosen)'
+	@echo 'make clean        cargo clean and remove dist/'
 
 build:
 	$(CARGO) build --all-targets
@@ -62,11 +82,14 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-# `cargo run --example` does not build the binary target, so build it first;
-# the demo finds it next to its own executable (target/debug/).
+# One cargo run builds the binary and the example: `cargo run --example` alone does not build the
+# binary, which the demo finds next to its own executable (target/debug/). HANDLER reaches the demo exactly as typed: $(value) keeps make from
+# expanding `$`, and it is put in single quotes for the shell (each ' written as '\'').
+DEMO_EXE := $(TARGET_DIR)/debug/examples/demo
 demo:
-	$(CARGO) build --bin $(BIN)
-	$(CARGO) run --example demo -- $(HANDLER)
+	@[ -x $(DEMO_EXE) ] || echo 'make demo: the first run builds the extension and the lambda-simulator emulator (about 2 minutes); later runs start in seconds'
+	$(CARGO) build --bin $(BIN) --example demo
+	DEMO_HANDLER='$(subst ','\'',$(value HANDLER))' $(CARGO) run --example demo
 
 # Size and start-up of the release build at each opt-level (how the profile was chosen).
 profiles: targets
