@@ -476,9 +476,7 @@ async fn run() -> Result<i32, Error> {
             ext.stop().await; // only if drive gave up on a live extension
             match ext.summary() {
                 Some(summary) => say(format!("extension summary: {summary}")),
-                None => say(
-                    "no summary: the extension exited without logging one (it logs it when it has handled SHUTDOWN)",
-                ),
+                None => say("no summary: the extension exited without logging its summary line"),
             }
             Ok(code)
         }
