@@ -87,7 +87,7 @@ fmt:
 # expanding `$`, and it is put in single quotes for the shell (each ' written as '\'').
 DEMO_EXE := $(TARGET_DIR)/debug/examples/demo
 demo:
-	@[ -x $(DEMO_EXE) ] || echo 'make demo: the first run builds the extension and the lambda-simulator emulator (about 2 minutes); later runs start in seconds'
+	@[ -x $(DEMO_EXE) ] || echo 'make demo: the first run builds the extension and the lambda-simulator emulator (1 to 2 minutes); later runs start in seconds'
 	$(CARGO) build --bin $(BIN) --example demo
 	DEMO_HANDLER='$(subst ','\'',$(value HANDLER))' $(CARGO) run --example demo
 
