@@ -120,6 +120,18 @@ fn programs() -> Vec<Program> {
             description: "SHELL_EXT_HANDLER=/bin/true (exec'd directly)",
         },
         Program {
+            name: "product-exec-quiet",
+            binary: Binary::Product,
+            // The per-event info line off: what that line costs is product-exec minus this.
+            env: vec![
+                ("SHELL_EXT_HANDLER", "/bin/true".into()),
+                ("RUST_LOG", "warn".into()),
+            ],
+            floor: Some("floor"),
+            shutdown_only: false,
+            description: "as product-exec, with RUST_LOG=warn (no log line per event)",
+        },
+        Program {
             name: "product-sh",
             binary: Binary::Product,
             // Shell mode (the `>`): the product spawns `/bin/sh -c 'cat >/dev/null'`, the very
