@@ -16,6 +16,8 @@
 
 pub mod api;
 pub mod client;
+#[cfg(feature = "cli")]
+pub mod telemetry;
 
 // The binary's internals (feature `cli`): not public API.
 #[cfg(feature = "cli")]

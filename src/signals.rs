@@ -39,17 +39,18 @@ pub fn wait_for_exit() -> ! {
     }
 }
 
-/// Records the stop (no command starts after it), then SIGTERM to the running command's group
+/// Records the stop (no command starts after it), then SIGTERM to the running commands' groups
 /// and SIGKILL to whatever is left after the grace time.
 fn stop_running_command(signal: i32) {
     let give_up = Instant::now() + GRACE;
-    let group = request_stop(signal, GRACE);
-    if group <= 0 {
-        return;
+    let groups = request_stop(signal, GRACE);
+    for &group in &groups {
+        signal_group(group, libc::SIGTERM);
     }
-    signal_group(group, libc::SIGTERM);
-    while group_alive(group) && Instant::now() < give_up {
+    while groups.iter().any(|&group| group_alive(group)) && Instant::now() < give_up {
         thread::sleep(Duration::from_millis(10));
     }
-    signal_group(group, libc::SIGKILL);
+    for &group in &groups {
+        signal_group(group, libc::SIGKILL);
+    }
 }

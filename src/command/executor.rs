@@ -14,7 +14,7 @@ use std::process::ExitStatus;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::group::{self, signal_group};
+use super::group::{self, signal_group, Slot};
 use super::CommandLine;
 use crate::spawn::{self, Environment, OutputPipes, Stdin};
 
@@ -184,6 +184,8 @@ pub struct Executor {
     /// use); a command whose background children may live on gets pipes of its own.
     shared: Option<Streams>,
     exit_watch: ExitWatch,
+    /// Where the signal thread finds the group of the command running now.
+    slot: Slot,
 }
 
 /// How the end of a command is noticed.
@@ -205,7 +207,14 @@ impl Executor {
             environment: Environment::capture(managed, fixed),
             shared: None,
             exit_watch: ExitWatch::Pidfd,
+            slot: Slot::Events,
         }
+    }
+
+    /// The same executor, for commands that run at the same time as the event handler's.
+    pub fn in_slot(mut self, slot: Slot) -> Executor {
+        self.slot = slot;
+        self
     }
 
     /// Runs `command` to completion (or to its deadline) with `env` added to the environment,
@@ -237,14 +246,14 @@ impl Executor {
             command: command.line().to_string(),
             signal,
         };
-        group::begin_spawn().map_err(stopped)?;
+        group::begin_spawn(self.slot).map_err(stopped)?;
         let spawned = spawn::spawn(&argv, lookup, &self.environment, env, stdin, &streams.pipes);
         let process = spawned.map_err(|error| {
-            group::set_running(0);
+            group::set_running(self.slot, 0);
             not_started(error)
         })?;
         let group = process.pid;
-        group::set_running(group);
+        group::set_running(self.slot, group);
         let stdin_bytes = match input {
             Input::Nothing => &[][..],
             Input::Bytes(bytes) => bytes,
@@ -267,7 +276,7 @@ impl Executor {
             ExitWatch::Polling => None,
         };
         let status = run.supervise(group, exit_watch, deadline, leftovers, &mut self.buffer);
-        group::set_running(0);
+        group::set_running(self.slot, 0);
         let (stage, stderr_tail) = (run.stage, tail_text(&run.stderr_tail));
         if let Some(streams) = own_streams {
             keep_forwarding(streams);

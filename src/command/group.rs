@@ -10,13 +10,25 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// The process group of the command running now, for the signal handler: 0 when none runs,
-/// [`STARTING`] while one is being spawned (so a signal arriving then waits for its group).
-static RUNNING_GROUP: AtomicI32 = AtomicI32::new(0);
-/// The value of [`RUNNING_GROUP`] between the start of a spawn and the group being known.
+/// How many commands may run at once: the event handler and the telemetry command.
+const SLOTS: usize = 2;
+
+/// The process group of the command each slot runs now, for the signal handler: 0 when none
+/// runs, [`STARTING`] while one is being spawned (so a signal arriving then waits for its group).
+static RUNNING_GROUPS: [AtomicI32; SLOTS] = [AtomicI32::new(0), AtomicI32::new(0)];
+/// The value of a running group between the start of a spawn and the group being known.
 const STARTING: i32 = -1;
 /// The signal that asked the extension to stop, 0 while none has.
 static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+/// Which of the commands that may run at the same time an executor runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    /// The init command and the event handler (one after the other, on the main thread).
+    Events = 0,
+    /// The telemetry command (on the delivery thread).
+    Telemetry = 1,
+}
 
 /// The signal that asked the extension to stop, if one has: no command may start after it, and
 /// no failure it causes is reported (the extension is exiting with 128 + signal).
@@ -27,35 +39,39 @@ pub fn stop_requested() -> Option<i32> {
     }
 }
 
-/// Records a stop by `signal`, then returns the process group of the command running now (0 if
-/// none), waiting up to `wait` for one that is being spawned right now to get its group.
-pub fn request_stop(signal: i32, wait: Duration) -> i32 {
+/// Records a stop by `signal`, then returns the process groups of the commands running now,
+/// waiting up to `wait` for any being spawned right now to get its group.
+pub fn request_stop(signal: i32, wait: Duration) -> Vec<i32> {
     STOP_SIGNAL.store(signal, Ordering::SeqCst);
     let give_up = Instant::now() + wait;
-    loop {
-        let group = RUNNING_GROUP.load(Ordering::SeqCst);
-        if group != STARTING || Instant::now() >= give_up {
-            return group.max(0);
-        }
-        thread::sleep(Duration::from_millis(1));
-    }
+    RUNNING_GROUPS
+        .iter()
+        .filter_map(|slot| loop {
+            let group = slot.load(Ordering::SeqCst);
+            if group != STARTING || Instant::now() >= give_up {
+                break (group > 0).then_some(group);
+            }
+            thread::sleep(Duration::from_millis(1));
+        })
+        .collect()
 }
 
-/// Announces a spawn; `Err(signal)` when a stop was requested, and the command must not start.
-pub(super) fn begin_spawn() -> Result<(), i32> {
-    RUNNING_GROUP.store(STARTING, Ordering::SeqCst);
+/// Announces a spawn in `slot`; `Err(signal)` when a stop was requested, and the command must
+/// not start.
+pub(super) fn begin_spawn(slot: Slot) -> Result<(), i32> {
+    RUNNING_GROUPS[slot as usize].store(STARTING, Ordering::SeqCst);
     match stop_requested() {
         None => Ok(()),
         Some(signal) => {
-            RUNNING_GROUP.store(0, Ordering::SeqCst);
+            set_running(slot, 0);
             Err(signal)
         }
     }
 }
 
-/// The spawn started a command in `group` (0: it did not start).
-pub(super) fn set_running(group: i32) {
-    RUNNING_GROUP.store(group, Ordering::SeqCst);
+/// The spawn in `slot` started a command in `group` (0: none runs).
+pub(super) fn set_running(slot: Slot, group: i32) {
+    RUNNING_GROUPS[slot as usize].store(group, Ordering::SeqCst);
 }
 
 /// Sends `signal` to every process in `group` (ignoring "no such group": it is already gone).
