@@ -6,11 +6,17 @@
 //!
 //! What Lambda sends ([`Event`], [`InvokeEvent`], [`ShutdownEvent`], [`Tracing`],
 //! [`RegistrationResponse`], [`NextEventResponse`]) and the enums ([`LifecycleEvent`],
-//! [`LogType`], [`DestinationProtocol`]) are `#[non_exhaustive]`: AWS may add fields, events and
-//! types, and a new one is not a breaking change here. Match them with a wildcard arm and read
-//! their fields; build them only by parsing. The request bodies you write
-//! ([`RegistrationRequest`], [`LogSubscription`], [`Destination`], [`Buffering`],
-//! [`ErrorRequest`]) are plain structs, built with a literal or their constructors.
+//! [`LogType`], [`DestinationProtocol`], [`TelemetrySchema`], [`BufferingField`]) are
+//! `#[non_exhaustive]`: AWS may add fields, events, types and schema versions, and a new one is
+//! not a breaking change here. Match them with a wildcard arm and read their fields; build them
+//! only by parsing. The request bodies you write ([`RegistrationRequest`], [`LogSubscription`],
+//! [`TelemetrySubscription`], [`Destination`], [`Buffering`], [`ErrorRequest`]) are plain structs,
+//! built with a literal or their constructors. [`TelemetryBuffering`] is the exception: its
+//! fields are private, so a value of it is always within the ranges the Telemetry API accepts
+//! (its constructor checks them before anything is sent).
+
+use std::fmt;
+use std::ops::RangeInclusive;
 
 use serde::{Deserialize, Serialize};
 
@@ -190,7 +196,7 @@ pub struct ErrorRequest {
     pub error_type: String,
 }
 
-/// Where the Logs or Telemetry API delivers batches.
+/// Where the Logs or Telemetry API delivers batches: `{"protocol": "HTTP", "URI": "..."}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Destination {
     /// How batches are delivered.
@@ -199,6 +205,16 @@ pub struct Destination {
     /// `http://sandbox.localdomain:8080/logs`.
     #[serde(rename = "URI")]
     pub uri: String,
+}
+
+impl Destination {
+    /// Delivery by HTTP POST to `uri` (for example `http://sandbox.localdomain:8080`).
+    pub fn http(uri: impl Into<String>) -> Self {
+        Destination {
+            protocol: DestinationProtocol::Http,
+            uri: uri.into(),
+        }
+    }
 }
 
 /// How the Logs or Telemetry API delivers batches.
@@ -213,7 +229,8 @@ pub enum DestinationProtocol {
     Tcp,
 }
 
-/// How long and how much Lambda buffers before delivering a batch.
+/// How long and how much Lambda buffers before delivering a batch, for the Logs API
+/// ([`LogSubscription`]); the Telemetry API's is [`TelemetryBuffering`], which checks the ranges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Buffering {
@@ -236,8 +253,8 @@ impl Default for Buffering {
     }
 }
 
-/// Which log streams to subscribe to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Which streams to subscribe to, in the Logs API and (as [`TelemetryType`]) the Telemetry API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[non_exhaustive]
 pub enum LogType {
     /// `platform`: Lambda's own records (start, end, reports, ...).
@@ -251,7 +268,40 @@ pub enum LogType {
     Extension,
 }
 
-/// Body of `PUT /2020-08-15/logs` (and, with a telemetry schema version, `PUT /2022-07-01/telemetry`).
+impl LogType {
+    /// Every type, in the order the documentation lists them.
+    pub const ALL: [LogType; 3] = [LogType::Platform, LogType::Function, LogType::Extension];
+
+    /// The name on the wire: `platform`, `function` or `extension`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogType::Platform => "platform",
+            LogType::Function => "function",
+            LogType::Extension => "extension",
+        }
+    }
+
+    /// The type with that wire name (exact, lower case), if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        LogType::ALL.into_iter().find(|kind| kind.as_str() == name)
+    }
+}
+
+impl fmt::Display for LogType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which streams a Telemetry API subscription receives: `platform`, `function`, `extension`.
+///
+/// The same type as [`LogType`]: both APIs document the same three names with the same meaning,
+/// so one list (parsed once, for example from a setting) subscribes to either API. The Logs API
+/// is superseded and gets no new types; a type the Telemetry API may add later becomes a new
+/// variant of this `#[non_exhaustive]` enum (the Logs API would answer 400 to it).
+pub type TelemetryType = LogType;
+
+/// Body of `PUT /2020-08-15/logs`. The Telemetry API's is [`TelemetrySubscription`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LogSubscription {
@@ -261,8 +311,8 @@ pub struct LogSubscription {
     pub types: Vec<LogType>,
     /// How Lambda batches them.
     pub buffering: Buffering,
-    /// `schemaVersion`: required by the Telemetry API (for example `2025-01-29`), optional for
-    /// the Logs API; not sent when `None`.
+    /// `schemaVersion`: optional for the Logs API (`2020-08-15` by default; `2021-03-18` adds
+    /// `platform.runtimeDone`); not sent when `None`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schema_version: Option<String>,
 }
@@ -279,6 +329,298 @@ impl LogSubscription {
             buffering: Buffering::default(),
             schema_version: None,
         }
+    }
+}
+
+/// The `schemaVersion` of a Telemetry API subscription: the shape of the events Lambda delivers.
+///
+/// Newer versions only add fields and event types. `2025-01-29` is required on Lambda Managed
+/// Instances and recommended for new extensions, but some runtimes still answer 400 to it;
+/// `2022-12-13` is accepted everywhere else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[non_exhaustive]
+pub enum TelemetrySchema {
+    /// `2022-07-01`: the first version.
+    #[serde(rename = "2022-07-01")]
+    V2022_07_01,
+    /// `2022-12-13`: `function` and `extension` records are objects when the function logs JSON.
+    #[serde(rename = "2022-12-13")]
+    V2022_12_13,
+    /// `2025-01-29`: required by Lambda Managed Instances.
+    #[serde(rename = "2025-01-29")]
+    V2025_01_29,
+}
+
+impl TelemetrySchema {
+    /// Every version, oldest first.
+    pub const ALL: [TelemetrySchema; 3] = [
+        TelemetrySchema::V2022_07_01,
+        TelemetrySchema::V2022_12_13,
+        TelemetrySchema::V2025_01_29,
+    ];
+
+    /// The version as sent: `2022-07-01`, `2022-12-13` or `2025-01-29`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TelemetrySchema::V2022_07_01 => "2022-07-01",
+            TelemetrySchema::V2022_12_13 => "2022-12-13",
+            TelemetrySchema::V2025_01_29 => "2025-01-29",
+        }
+    }
+
+    /// The version with that name (exactly as [`as_str`](Self::as_str) spells it), if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        TelemetrySchema::ALL
+            .into_iter()
+            .find(|schema| schema.as_str() == name)
+    }
+}
+
+impl fmt::Display for TelemetrySchema {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One of the three numbers of [`TelemetryBuffering`], named in a [`BufferingError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BufferingField {
+    /// `maxItems`: the most events in one batch.
+    MaxItems,
+    /// `maxBytes`: the most bytes of events buffered before a delivery.
+    MaxBytes,
+    /// `timeoutMs`: the longest an event is buffered, in milliseconds.
+    TimeoutMs,
+}
+
+impl BufferingField {
+    /// The field's name on the wire: `maxItems`, `maxBytes` or `timeoutMs`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BufferingField::MaxItems => "maxItems",
+            BufferingField::MaxBytes => "maxBytes",
+            BufferingField::TimeoutMs => "timeoutMs",
+        }
+    }
+
+    /// The values the Telemetry API accepts for this field (both ends included).
+    pub fn range(self) -> RangeInclusive<u32> {
+        match self {
+            BufferingField::MaxItems => TelemetryBuffering::MAX_ITEMS_RANGE,
+            BufferingField::MaxBytes => TelemetryBuffering::MAX_BYTES_RANGE,
+            BufferingField::TimeoutMs => TelemetryBuffering::TIMEOUT_MS_RANGE,
+        }
+    }
+
+    /// What Lambda uses when the field (or the whole `buffering` object) is not sent.
+    pub fn lambda_default(self) -> u32 {
+        match self {
+            BufferingField::MaxItems => TelemetryBuffering::DEFAULT_MAX_ITEMS,
+            BufferingField::MaxBytes => TelemetryBuffering::DEFAULT_MAX_BYTES,
+            BufferingField::TimeoutMs => TelemetryBuffering::DEFAULT_TIMEOUT_MS,
+        }
+    }
+
+    /// `value` if it is within [`range`](Self::range), or the error naming the field, the value
+    /// and the range. Useful to check one setting at a time.
+    pub fn check(self, value: u32) -> Result<u32, BufferingError> {
+        if self.range().contains(&value) {
+            Ok(value)
+        } else {
+            Err(BufferingError { field: self, value })
+        }
+    }
+}
+
+impl fmt::Display for BufferingField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A buffering value outside the range the Telemetry API accepts. Nothing was sent.
+///
+/// Its `Display` names the field, the value and the range:
+/// `telemetry buffering maxItems = 50 is out of range: Lambda accepts 1000 to 10000`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BufferingError {
+    /// The field that is out of range.
+    pub field: BufferingField,
+    /// The value that was given.
+    pub value: u32,
+}
+
+impl BufferingError {
+    /// The values the field accepts (`self.field.range()`).
+    pub fn range(&self) -> RangeInclusive<u32> {
+        self.field.range()
+    }
+}
+
+impl fmt::Display for BufferingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let range = self.range();
+        write!(
+            f,
+            "telemetry buffering {} = {} is out of range: Lambda accepts {} to {}",
+            self.field,
+            self.value,
+            range.start(),
+            range.end()
+        )
+    }
+}
+
+impl std::error::Error for BufferingError {}
+
+/// How much and how long Lambda buffers telemetry before delivering a batch: the `buffering`
+/// object of a [`TelemetrySubscription`], `{"maxItems", "maxBytes", "timeoutMs"}`.
+///
+/// A value is always within the documented ranges: [`new`](Self::new) checks them, and the fields
+/// cannot be set otherwise. [`Default`] is what Lambda uses when `buffering` is not sent (10 000
+/// items, 262 144 bytes, 1 000 ms); a subscription without buffering sends none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TelemetryBuffering {
+    max_items: u32,
+    max_bytes: u32,
+    timeout_ms: u32,
+}
+
+impl TelemetryBuffering {
+    /// The `maxItems` the Telemetry API accepts.
+    pub const MAX_ITEMS_RANGE: RangeInclusive<u32> = 1_000..=10_000;
+    /// The `maxBytes` the Telemetry API accepts (256 KiB to 1 MiB).
+    pub const MAX_BYTES_RANGE: RangeInclusive<u32> = 262_144..=1_048_576;
+    /// The `timeoutMs` the Telemetry API accepts.
+    pub const TIMEOUT_MS_RANGE: RangeInclusive<u32> = 25..=30_000;
+    /// Lambda's `maxItems` when none is sent.
+    pub const DEFAULT_MAX_ITEMS: u32 = 10_000;
+    /// Lambda's `maxBytes` when none is sent.
+    pub const DEFAULT_MAX_BYTES: u32 = 262_144;
+    /// Lambda's `timeoutMs` when none is sent.
+    pub const DEFAULT_TIMEOUT_MS: u32 = 1_000;
+
+    /// The three values, each checked against its range (in this order: `maxItems`,
+    /// `maxBytes`, `timeoutMs`); the first out of range is the error.
+    ///
+    /// ```
+    /// use lambda_shell_extension::api::{BufferingField, TelemetryBuffering};
+    ///
+    /// let buffering = TelemetryBuffering::new(1_000, 262_144, 100)?;
+    /// assert_eq!(buffering.timeout_ms(), 100);
+    ///
+    /// let error = TelemetryBuffering::new(1_000, 262_144, 10).unwrap_err();
+    /// assert_eq!(error.field, BufferingField::TimeoutMs);
+    /// assert_eq!(
+    ///     error.to_string(),
+    ///     "telemetry buffering timeoutMs = 10 is out of range: Lambda accepts 25 to 30000"
+    /// );
+    /// # Ok::<(), lambda_shell_extension::api::BufferingError>(())
+    /// ```
+    pub fn new(max_items: u32, max_bytes: u32, timeout_ms: u32) -> Result<Self, BufferingError> {
+        Ok(TelemetryBuffering {
+            max_items: BufferingField::MaxItems.check(max_items)?,
+            max_bytes: BufferingField::MaxBytes.check(max_bytes)?,
+            timeout_ms: BufferingField::TimeoutMs.check(timeout_ms)?,
+        })
+    }
+
+    /// `maxItems`: the most events in one batch.
+    pub fn max_items(&self) -> u32 {
+        self.max_items
+    }
+
+    /// `maxBytes`: the most bytes buffered before a delivery. A delivered batch can be up to
+    /// about twice this, plus metadata.
+    pub fn max_bytes(&self) -> u32 {
+        self.max_bytes
+    }
+
+    /// `timeoutMs`: the longest an event is buffered before a delivery.
+    pub fn timeout_ms(&self) -> u32 {
+        self.timeout_ms
+    }
+}
+
+impl Default for TelemetryBuffering {
+    /// Lambda's own defaults: 10 000 items, 262 144 bytes, 1 000 ms.
+    fn default() -> Self {
+        TelemetryBuffering {
+            max_items: Self::DEFAULT_MAX_ITEMS,
+            max_bytes: Self::DEFAULT_MAX_BYTES,
+            timeout_ms: Self::DEFAULT_TIMEOUT_MS,
+        }
+    }
+}
+
+/// Body of `PUT /2022-07-01/telemetry`:
+/// `{"schemaVersion", "destination", "types", "buffering"}`, `buffering` left out when `None`
+/// (Lambda then uses its defaults).
+///
+/// ```
+/// use lambda_shell_extension::api::{
+///     TelemetryBuffering, TelemetrySchema, TelemetrySubscription, TelemetryType,
+/// };
+///
+/// let subscription = TelemetrySubscription::http(
+///     TelemetrySchema::V2022_12_13,
+///     "http://sandbox.localdomain:4243",
+///     vec![TelemetryType::Platform, TelemetryType::Function],
+/// )
+/// .with_buffering(TelemetryBuffering::new(1_000, 262_144, 100)?);
+/// assert_eq!(
+///     serde_json::to_string(&subscription).unwrap(),
+///     r#"{"schemaVersion":"2022-12-13","destination":{"protocol":"HTTP","URI":"http://sandbox.localdomain:4243"},"types":["platform","function"],"buffering":{"maxItems":1000,"maxBytes":262144,"timeoutMs":100}}"#
+/// );
+/// # Ok::<(), lambda_shell_extension::api::BufferingError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TelemetrySubscription {
+    /// The shape of the events to receive.
+    pub schema_version: TelemetrySchema,
+    /// Where the batches go: an HTTP listener inside the sandbox (never port 9001). See
+    /// `telemetry::Listener::destination` (feature `listener`).
+    pub destination: Destination,
+    /// Which streams to receive; the API answers 400 to an empty list.
+    pub types: Vec<TelemetryType>,
+    /// How Lambda batches them; `None` sends no `buffering` (Lambda's defaults).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buffering: Option<TelemetryBuffering>,
+}
+
+impl TelemetrySubscription {
+    /// A subscription to `destination` for `types`, with Lambda's default buffering.
+    pub fn new(
+        schema_version: TelemetrySchema,
+        destination: Destination,
+        types: Vec<TelemetryType>,
+    ) -> Self {
+        TelemetrySubscription {
+            schema_version,
+            destination,
+            types,
+            buffering: None,
+        }
+    }
+
+    /// An HTTP subscription to `uri` (`http://sandbox.localdomain:<port>`) for `types`, with
+    /// Lambda's default buffering.
+    pub fn http(
+        schema_version: TelemetrySchema,
+        uri: impl Into<String>,
+        types: Vec<TelemetryType>,
+    ) -> Self {
+        TelemetrySubscription::new(schema_version, Destination::http(uri), types)
+    }
+
+    /// The same subscription with this buffering.
+    pub fn with_buffering(mut self, buffering: TelemetryBuffering) -> Self {
+        self.buffering = Some(buffering);
+        self
     }
 }
 
@@ -368,6 +710,110 @@ mod tests {
                 "types": ["platform"],
                 "buffering": {"maxBytes": 1048576, "maxItems": 10000, "timeoutMs": 500}
             })
+        );
+    }
+
+    #[test]
+    fn telemetry_subscription_wire_format() {
+        let subscription = TelemetrySubscription::http(
+            TelemetrySchema::V2025_01_29,
+            "http://sandbox.localdomain:1234",
+            vec![LogType::Platform, LogType::Extension],
+        );
+        assert_eq!(
+            serde_json::to_value(&subscription).unwrap(),
+            serde_json::json!({
+                "schemaVersion": "2025-01-29",
+                "destination": {"protocol": "HTTP", "URI": "http://sandbox.localdomain:1234"},
+                "types": ["platform", "extension"],
+            })
+        );
+        let buffered = subscription.with_buffering(TelemetryBuffering::default());
+        assert_eq!(
+            serde_json::to_value(&buffered).unwrap()["buffering"],
+            serde_json::json!({"maxItems": 10000, "maxBytes": 262144, "timeoutMs": 1000})
+        );
+    }
+
+    #[test]
+    fn telemetry_schema_and_type_names() {
+        let names: Vec<&str> = TelemetrySchema::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(names, ["2022-07-01", "2022-12-13", "2025-01-29"]);
+        for schema in TelemetrySchema::ALL {
+            assert_eq!(TelemetrySchema::from_name(schema.as_str()), Some(schema));
+            assert_eq!(
+                serde_json::to_value(schema).unwrap(),
+                serde_json::json!(schema.as_str())
+            );
+            assert_eq!(schema.to_string(), schema.as_str());
+        }
+        assert_eq!(TelemetrySchema::from_name("auto"), None);
+        assert_eq!(TelemetrySchema::from_name(" 2022-12-13"), None);
+        for kind in LogType::ALL {
+            assert_eq!(TelemetryType::from_name(kind.as_str()), Some(kind));
+            assert_eq!(
+                serde_json::to_value(kind).unwrap(),
+                serde_json::json!(kind.as_str())
+            );
+        }
+        assert_eq!(LogType::from_name("Platform"), None);
+    }
+
+    #[test]
+    fn telemetry_buffering_ranges_edges_and_errors() {
+        // Both ends of every range are accepted.
+        let low = TelemetryBuffering::new(1_000, 262_144, 25).unwrap();
+        assert_eq!(
+            (low.max_items(), low.max_bytes(), low.timeout_ms()),
+            (1_000, 262_144, 25)
+        );
+        let high = TelemetryBuffering::new(10_000, 1_048_576, 30_000).unwrap();
+        assert_eq!(
+            (high.max_items(), high.max_bytes(), high.timeout_ms()),
+            (10_000, 1_048_576, 30_000)
+        );
+        // One past either end is refused, naming the field, the value and the range.
+        let cases = [
+            ((999, 262_144, 25), BufferingField::MaxItems, 999),
+            ((10_001, 262_144, 25), BufferingField::MaxItems, 10_001),
+            ((1_000, 262_143, 25), BufferingField::MaxBytes, 262_143),
+            ((1_000, 1_048_577, 25), BufferingField::MaxBytes, 1_048_577),
+            ((1_000, 262_144, 24), BufferingField::TimeoutMs, 24),
+            ((1_000, 262_144, 30_001), BufferingField::TimeoutMs, 30_001),
+            ((0, 0, 0), BufferingField::MaxItems, 0),
+        ];
+        for ((items, bytes, timeout), field, value) in cases {
+            let error = TelemetryBuffering::new(items, bytes, timeout).unwrap_err();
+            assert_eq!(error, BufferingError { field, value });
+            let range = field.range();
+            assert_eq!(
+                error.to_string(),
+                format!(
+                    "telemetry buffering {} = {value} is out of range: Lambda accepts {} to {}",
+                    field.as_str(),
+                    range.start(),
+                    range.end()
+                )
+            );
+        }
+        assert_eq!(
+            TelemetryBuffering::new(1, 2, 3).unwrap_err().to_string(),
+            "telemetry buffering maxItems = 1 is out of range: Lambda accepts 1000 to 10000"
+        );
+        // The defaults are Lambda's and within range.
+        for field in [
+            BufferingField::MaxItems,
+            BufferingField::MaxBytes,
+            BufferingField::TimeoutMs,
+        ] {
+            assert_eq!(
+                field.check(field.lambda_default()),
+                Ok(field.lambda_default())
+            );
+        }
+        assert_eq!(
+            TelemetryBuffering::default(),
+            TelemetryBuffering::new(10_000, 262_144, 1_000).unwrap()
         );
     }
 }

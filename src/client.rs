@@ -40,7 +40,9 @@
 //! - `register` sends `Content-Type: application/json` and `Lambda-Extension-Accept-Feature:
 //!   accountId`, so [`RegistrationResponse::account_id`] is filled where Lambda supports it.
 //! - Subscriptions accept 200 and 202 (the AWS emulator answers 202); init/error and exit/error
-//!   accept any 2xx (the API answers 202, which the Go sample treats as a failure).
+//!   accept any 2xx (the API answers 202, which the Go sample treats as a failure). A Telemetry
+//!   API subscription tells the emulator's 202 `Telemetry.NotSupported` apart from success:
+//!   [`Subscribed::NotSupported`].
 //! - `next_event` has no client timeout: a long poll that is frozen between invokes is normal.
 //!   Every other call gives up after [`CALL_TIMEOUT`], so an API that stops answering cannot
 //!   hang the extension.
@@ -55,8 +57,9 @@ use ureq::http::{HeaderName, HeaderValue};
 
 use crate::api::{
     ErrorRequest, LogSubscription, NextEventResponse, RegistrationRequest, RegistrationResponse,
-    ACCEPT_FEATURE_HEADER, EXTENSIONS_API_VERSION, EXTENSION_IDENTIFIER_HEADER,
-    EXTENSION_NAME_HEADER, FUNCTION_ERROR_TYPE_HEADER, LOGS_API_VERSION, TELEMETRY_API_VERSION,
+    TelemetrySubscription, ACCEPT_FEATURE_HEADER, EXTENSIONS_API_VERSION,
+    EXTENSION_IDENTIFIER_HEADER, EXTENSION_NAME_HEADER, FUNCTION_ERROR_TYPE_HEADER,
+    LOGS_API_VERSION, TELEMETRY_API_VERSION,
 };
 
 /// [`EXTENSION_IDENTIFIER_HEADER`] as a ready header name (it is sent on every event).
@@ -135,8 +138,8 @@ pub enum ClientError {
         /// The call that timed out.
         endpoint: Endpoint,
     },
-    /// The request could not be sent as asked (for example a header value with a newline, or a
-    /// telemetry subscription without a schema version); nothing reached the API.
+    /// The request could not be sent as asked (for example a header value with a newline);
+    /// nothing reached the API.
     InvalidRequest {
         /// The call that was not made.
         endpoint: Endpoint,
@@ -241,6 +244,51 @@ impl std::error::Error for ClientError {
             ClientError::InvalidBody { source, .. } => Some(source),
             _ => None,
         }
+    }
+}
+
+/// What [`InvocationClient::telemetry_register`] came to when the API took the request: the
+/// subscription is [`Active`](Subscribed::Active), or the API (an emulator) does not support
+/// telemetry. A refusal is a [`ClientError`] instead.
+///
+/// ```no_run
+/// # use lambda_shell_extension::api::{TelemetrySchema, TelemetrySubscription, TelemetryType};
+/// # use lambda_shell_extension::client::{RegistrationClient, Subscribed};
+/// # let (client, _) = RegistrationClient::from_env().register_default()?;
+/// # let subscription = TelemetrySubscription::http(
+/// #     TelemetrySchema::V2022_12_13, "http://sandbox.localdomain:4243", vec![TelemetryType::Platform]);
+/// match client.telemetry_register(&subscription)? {
+///     Subscribed::Active => println!("subscribed"),
+///     Subscribed::NotSupported { error_type, message } => {
+///         eprintln!("no telemetry here ({error_type}: {message}); carrying on")
+///     }
+///     _ => {} // #[non_exhaustive]
+/// }
+/// # Ok::<(), lambda_shell_extension::client::ClientError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+#[must_use = "a NotSupported subscription delivers nothing: say so"]
+pub enum Subscribed {
+    /// Subscribed (200, or a 202 whose body is not an error): batches will be POSTed to the
+    /// destination.
+    Active,
+    /// The API accepted the call but will deliver nothing: a 202 whose body is an error, as the
+    /// AWS emulator answers (`{"errorType": "Telemetry.NotSupported", "errorMessage": "Telemetry
+    /// API is not supported"}`). Not fatal: an extension should say so and carry on without
+    /// telemetry.
+    NotSupported {
+        /// The answer's `errorType`, for example `Telemetry.NotSupported`.
+        error_type: String,
+        /// The answer's `errorMessage` (empty when it had none).
+        message: String,
+    },
+}
+
+impl Subscribed {
+    /// True for [`Subscribed::Active`]: batches will come.
+    pub fn is_active(&self) -> bool {
+        matches!(self, Subscribed::Active)
     }
 }
 
@@ -386,7 +434,7 @@ impl RegistrationClient {
     }
 }
 
-/// A registered extension: asks for events, reports errors, subscribes to logs.
+/// A registered extension: asks for events, reports errors, subscribes to logs and telemetry.
 #[derive(Debug)]
 pub struct InvocationClient {
     agent: ureq::Agent,
@@ -458,34 +506,59 @@ impl InvocationClient {
     }
 
     /// Subscribes to the Logs API (superseded by the Telemetry API, still supported). Init only.
+    /// 200 and 202 (the AWS emulator's "not supported") are both `Ok`.
     pub fn log_register(&self, subscription: &LogSubscription) -> Result<(), ClientError> {
-        self.subscribe(Endpoint::LogsSubscribe, &self.logs_url, subscription)
+        let (status, body) =
+            self.subscribe(Endpoint::LogsSubscribe, &self.logs_url, subscription)?;
+        expect_status(Endpoint::LogsSubscribe, status, &body, |s| {
+            s == 200 || s == 202
+        })
     }
 
-    /// Subscribes to the Telemetry API; `subscription.schema_version` must be set (for example
-    /// `2025-01-29`). Init only.
-    pub fn telemetry_register(&self, subscription: &LogSubscription) -> Result<(), ClientError> {
-        if subscription.schema_version.is_none() {
-            return Err(ClientError::InvalidRequest {
-                endpoint: Endpoint::TelemetrySubscribe,
-                reason:
-                    "a telemetry subscription needs a schema_version, for example \"2025-01-29\""
-                        .into(),
-            });
+    /// Subscribes to the Telemetry API: `PUT /2022-07-01/telemetry` with the subscription as
+    /// JSON, during Init (after registering, before the first [`next_event`](Self::next_event));
+    /// start the listener first, Lambda may deliver at once.
+    ///
+    /// - 200, or 202 without an error body: [`Subscribed::Active`].
+    /// - 202 whose body is an API error (`{"errorType", "errorMessage"}`, the AWS emulator's
+    ///   `Telemetry.NotSupported`): [`Subscribed::NotSupported`], neither success nor a
+    ///   failure.
+    /// - Any other status: [`ClientError::Status`] with the API's `errorType` and `errorMessage`.
+    ///   A 400 (`ValidationError`) is not fatal: some runtimes refuse schema `2025-01-29`, and a
+    ///   retry with [`TelemetrySchema::V2022_12_13`](crate::api::TelemetrySchema) may succeed.
+    ///   403 (for example `Telemetry.SubscriptionClosed` after Init) and 5xx are
+    ///   [`is_fatal`](ClientError::is_fatal).
+    ///
+    /// The buffering values cannot be out of range ([`TelemetryBuffering::new`] checks them), so
+    /// nothing the API would refuse for its ranges is ever sent.
+    ///
+    /// [`TelemetryBuffering::new`]: crate::api::TelemetryBuffering::new
+    pub fn telemetry_register(
+        &self,
+        subscription: &TelemetrySubscription,
+    ) -> Result<Subscribed, ClientError> {
+        let endpoint = Endpoint::TelemetrySubscribe;
+        let (status, body) = self.subscribe(endpoint, &self.telemetry_url, subscription)?;
+        match status {
+            200 => Ok(Subscribed::Active),
+            202 => Ok(match api_error(&body) {
+                Some(error) => Subscribed::NotSupported {
+                    error_type: error.error_type,
+                    message: error.error_message,
+                },
+                None => Subscribed::Active,
+            }),
+            _ => Err(status_error(endpoint, status, &body)),
         }
-        self.subscribe(
-            Endpoint::TelemetrySubscribe,
-            &self.telemetry_url,
-            subscription,
-        )
     }
 
-    fn subscribe(
+    /// PUTs a subscription; the status and body are the caller's to judge.
+    fn subscribe<T: serde::Serialize>(
         &self,
         endpoint: Endpoint,
         url: &str,
-        subscription: &LogSubscription,
-    ) -> Result<(), ClientError> {
+        subscription: &T,
+    ) -> Result<(u16, Vec<u8>), ClientError> {
         let body = to_json(subscription);
         let mut response = bounded(
             self.agent
@@ -496,9 +569,7 @@ impl InvocationClient {
         .send(&body[..])
         .map_err(|source| transport(endpoint, url, source))?;
         let body = read_body(&mut response, endpoint, url)?;
-        expect_status(endpoint, response.status().as_u16(), &body, |s| {
-            s == 200 || s == 202
-        })
+        Ok((response.status().as_u16(), body))
     }
 
     fn report_error(
@@ -602,18 +673,28 @@ fn expect_status(
     if accepted(status) {
         return Ok(());
     }
-    let error = serde_json::from_slice::<ErrorRequest>(body)
+    Err(status_error(endpoint, status, body))
+}
+
+/// The API's `{"errorType", "errorMessage"}` in `body`, if that is what it is (a JSON object with
+/// at least one of them non-empty).
+fn api_error(body: &[u8]) -> Option<ErrorRequest> {
+    serde_json::from_slice::<ErrorRequest>(body)
         .ok()
         .filter(|error| !error.error_message.is_empty() || !error.error_type.is_empty())
-        .unwrap_or_else(|| ErrorRequest {
-            error_message: body_start(body),
-            error_type: String::new(),
-        });
-    Err(ClientError::Status {
+}
+
+/// A [`ClientError::Status`] carrying the API's error, or the start of the body as its message.
+fn status_error(endpoint: Endpoint, status: u16, body: &[u8]) -> ClientError {
+    let error = api_error(body).unwrap_or_else(|| ErrorRequest {
+        error_message: body_start(body),
+        error_type: String::new(),
+    });
+    ClientError::Status {
         endpoint,
         status,
         error,
-    })
+    }
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {

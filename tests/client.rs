@@ -8,11 +8,13 @@ use std::process::Command;
 
 use common::*;
 use lambda_shell_extension::api::{
-    ErrorRequest, Event, InvokeEvent, LifecycleEvent, LogSubscription, LogType,
-    RegistrationRequest, RegistrationResponse, ShutdownEvent, Tracing,
+    BufferingField, ErrorRequest, Event, InvokeEvent, LifecycleEvent, LogSubscription, LogType,
+    RegistrationRequest, RegistrationResponse, ShutdownEvent, TelemetryBuffering, TelemetrySchema,
+    TelemetrySubscription, TelemetryType, Tracing,
 };
 use lambda_shell_extension::client::{
-    ClientError, Endpoint as ClientEndpoint, InvocationClient, RegistrationClient, RUNTIME_API_ENV,
+    ClientError, Endpoint as ClientEndpoint, InvocationClient, RegistrationClient, Subscribed,
+    RUNTIME_API_ENV,
 };
 use serde_json::json;
 
@@ -222,9 +224,15 @@ fn api_address_with_a_path_prefix() {
                 vec![LogType::Platform],
             ))
             .expect("logs");
-        let mut telemetry = LogSubscription::http("http://sandbox:1234", vec![LogType::Function]);
-        telemetry.schema_version = Some("2025-01-29".into());
-        client.telemetry_register(&telemetry).expect("telemetry");
+        let telemetry = TelemetrySubscription::http(
+            TelemetrySchema::V2025_01_29,
+            "http://sandbox:1234",
+            vec![TelemetryType::Function],
+        );
+        assert_eq!(
+            client.telemetry_register(&telemetry).expect("telemetry"),
+            Subscribed::Active
+        );
         client
             .exit_error("Extension.Test", "bye")
             .expect("exit/error");
@@ -828,91 +836,360 @@ fn log_register_wire_format_and_statuses() {
     assert_all_known(&api);
 }
 
+const NOT_SUPPORTED: &str =
+    r#"{"errorType":"Telemetry.NotSupported","errorMessage":"Telemetry API is not supported"}"#;
+
+fn telemetry_subscription() -> TelemetrySubscription {
+    TelemetrySubscription::http(
+        TelemetrySchema::V2025_01_29,
+        "http://sandbox.localdomain:4243",
+        vec![TelemetryType::Platform, TelemetryType::Function],
+    )
+}
+
+/// The PUT's method, path, headers and exact JSON body, with and without buffering, for every
+/// schema version and type.
 #[test]
-fn telemetry_register_wire_format_and_statuses() {
+fn telemetry_register_wire_format() {
     let api = FakeApi::start();
     let client = registered(&api);
-    let mut subscription = LogSubscription::http(
-        "http://sandbox:1234",
-        vec![LogType::Platform, LogType::Function],
-    );
-    subscription.schema_version = Some("2025-01-29".into());
+    let id = api.extension_id().unwrap();
 
-    client.telemetry_register(&subscription).expect("200");
+    let status = client
+        .telemetry_register(&telemetry_subscription())
+        .expect("200");
+    assert_eq!(status, Subscribed::Active);
+    assert!(status.is_active());
     let req = only(&api, Endpoint::Telemetry);
-    check_subscription(&api, &req, "/2022-07-01/telemetry", Some("2025-01-29"));
+    assert_eq!(req.method, "PUT");
+    assert_eq!(req.path, "/2022-07-01/telemetry");
+    assert_single_header(&req, "Lambda-Extension-Identifier", &id);
+    assert_single_header(&req, "Content-Type", "application/json");
+    // No buffering: the key is left out and Lambda uses its defaults.
+    assert_eq!(
+        req.json(),
+        json!({
+            "schemaVersion": "2025-01-29",
+            "destination": {"protocol": "HTTP", "URI": "http://sandbox.localdomain:4243"},
+            "types": ["platform", "function"],
+        })
+    );
+    // The keys in the documented order, nothing else.
+    assert!(
+        req.body.starts_with(
+            br#"{"schemaVersion":"2025-01-29","destination":{"protocol":"HTTP","URI":"#
+        ),
+        "{:?}",
+        String::from_utf8_lossy(&req.body)
+    );
+
+    for (schema, name) in [
+        (TelemetrySchema::V2022_07_01, "2022-07-01"),
+        (TelemetrySchema::V2022_12_13, "2022-12-13"),
+        (TelemetrySchema::V2025_01_29, "2025-01-29"),
+    ] {
+        let subscription = TelemetrySubscription::http(
+            schema,
+            "http://sandbox.localdomain:1",
+            vec![
+                TelemetryType::Extension,
+                TelemetryType::Platform,
+                TelemetryType::Function,
+            ],
+        )
+        .with_buffering(TelemetryBuffering::new(1_000, 1_048_576, 25).unwrap());
+        assert_eq!(
+            client.telemetry_register(&subscription).expect(name),
+            Subscribed::Active
+        );
+        let last = api.requests_to(Endpoint::Telemetry).pop().unwrap();
+        assert_eq!(
+            last.json(),
+            json!({
+                "schemaVersion": name,
+                "destination": {"protocol": "HTTP", "URI": "http://sandbox.localdomain:1"},
+                "types": ["extension", "platform", "function"],
+                "buffering": {"maxItems": 1_000, "maxBytes": 1_048_576, "timeoutMs": 25},
+            })
+        );
+    }
+    assert_eq!(api.count(Endpoint::Telemetry), 4, "{}", api.describe());
+    assert_none(&api, Endpoint::Logs);
+    assert_all_known(&api);
+}
+
+/// 200 and 202 are Active; the emulator's 202 Telemetry.NotSupported is NotSupported, neither
+/// success nor an error.
+#[test]
+fn telemetry_register_accepts_200_and_202_and_reports_not_supported() {
+    let api = FakeApi::start();
+    let client = registered(&api);
+    let subscription = telemetry_subscription();
+
+    for (body, what) in [
+        (r#""OK""#, "202 \"OK\""),
+        ("", "202 empty"),
+        (r#"{"status":"OK"}"#, "202 object without an error"),
+    ] {
+        api.fault_times(Endpoint::Telemetry, Fault::Status(202, body.into()), 1);
+        assert_eq!(
+            client.telemetry_register(&subscription).expect(what),
+            Subscribed::Active,
+            "{what}"
+        );
+    }
+    api.fault_times(
+        Endpoint::Telemetry,
+        Fault::Status(200, NOT_SUPPORTED.into()),
+        1,
+    );
+    assert_eq!(
+        client
+            .telemetry_register(&subscription)
+            .expect("200 with an error body"),
+        Subscribed::Active,
+        "200 is success whatever the body"
+    );
 
     api.fault_times(
         Endpoint::Telemetry,
+        Fault::Status(202, NOT_SUPPORTED.into()),
+        1,
+    );
+    let status = client
+        .telemetry_register(&subscription)
+        .expect("NotSupported is not an error");
+    assert!(!status.is_active());
+    assert_eq!(
+        status,
+        Subscribed::NotSupported {
+            error_type: "Telemetry.NotSupported".into(),
+            message: "Telemetry API is not supported".into(),
+        }
+    );
+
+    // log_register keeps treating every 202 as success.
+    api.fault_times(
+        Endpoint::Logs,
         Fault::Status(
             202,
-            r#"{"errorType":"Telemetry.NotSupported","errorMessage":"Telemetry API is not supported"}"#
+            r#"{"errorType":"Logs.NotSupported","errorMessage":"Logs API is not supported"}"#
                 .into(),
         ),
         1,
     );
-    client.telemetry_register(&subscription).expect("202");
+    client
+        .log_register(&LogSubscription::http(
+            "http://sandbox:1",
+            vec![LogType::Platform],
+        ))
+        .expect("logs 202");
+    assert_eq!(api.count(Endpoint::Telemetry), 5, "{}", api.describe());
+}
+
+/// A 400 is a Status error carrying the API's errorType and errorMessage (the binary retries
+/// once with an older schema); 403 and 500 are fatal; an unparsable error body is kept as text.
+#[test]
+fn telemetry_register_refusals_are_status_errors() {
+    let api = FakeApi::start();
+    let client = registered(&api);
+    let subscription = telemetry_subscription();
 
     api.fault_times(
         Endpoint::Telemetry,
         Fault::Status(
             400,
-            r#"{"errorType":"ValidationError","errorMessage":"types should not be empty"}"#.into(),
+            r#"{"errorType":"ValidationError","errorMessage":"schemaVersion 2025-01-29 is not supported"}"#
+                .into(),
         ),
         1,
     );
     let err = expect_err(client.telemetry_register(&subscription), "400");
-    assert!(
-        matches!(
-            &err,
-            ClientError::Status {
-                endpoint: ClientEndpoint::TelemetrySubscribe,
-                status: 400,
-                ..
+    match &err {
+        ClientError::Status {
+            endpoint: ClientEndpoint::TelemetrySubscribe,
+            status: 400,
+            error,
+        } => assert_eq!(
+            error,
+            &ErrorRequest {
+                error_message: "schemaVersion 2025-01-29 is not supported".into(),
+                error_type: "ValidationError".into(),
             }
         ),
-        "{err:?}"
-    );
-    assert!(!err.is_fatal());
+        other => panic!("expected a 400 Status error, got {other:?}"),
+    }
+    assert!(!err.is_fatal() && !err.is_transport());
     assert_eq!(
         err.to_string(),
-        "telemetry subscription: the Lambda API answered 400 ValidationError: types should not be empty"
+        "telemetry subscription: the Lambda API answered 400 ValidationError: \
+         schemaVersion 2025-01-29 is not supported"
     );
 
-    // schemaVersion is required by the Telemetry API: the client refuses before sending.
-    subscription.schema_version = None;
-    let sent_before = api.count(Endpoint::Telemetry);
-    let err = expect_err(client.telemetry_register(&subscription), "no schema");
+    // The retry the binary makes: same subscription, older schema.
+    let mut older = subscription.clone();
+    older.schema_version = TelemetrySchema::V2022_12_13;
+    assert_eq!(
+        client.telemetry_register(&older).expect("retry"),
+        Subscribed::Active
+    );
+    let reqs = api.requests_to(Endpoint::Telemetry);
+    assert_eq!(reqs[0].json()["schemaVersion"], "2025-01-29");
+    assert_eq!(reqs[1].json()["schemaVersion"], "2022-12-13");
+
+    // The fake's own validation: no types -> 400 ValidationError.
+    let empty =
+        TelemetrySubscription::http(TelemetrySchema::V2022_12_13, "http://sandbox:1", vec![]);
+    let err = expect_err(client.telemetry_register(&empty), "empty types");
     assert!(
-        matches!(
-            &err,
-            ClientError::InvalidRequest {
-                endpoint: ClientEndpoint::TelemetrySubscribe,
-                ..
-            }
-        ),
+        matches!(&err, ClientError::Status { status: 400, error, .. }
+            if error.error_type == "ValidationError" && error.error_message == "types should not be empty"),
         "{err:?}"
     );
-    assert!(err.to_string().contains("schema_version"), "{err}");
-    assert!(!err.is_transport());
-    assert_eq!(api.count(Endpoint::Telemetry), sent_before, "nothing sent");
 
-    // 500: fatal.
-    subscription.schema_version = Some("2025-01-29".into());
     api.fault_times(
         Endpoint::Telemetry,
         Fault::Status(
-            500,
-            r#"{"errorType":"InternalServerError","errorMessage":"x"}"#.into(),
+            403,
+            r#"{"errorType":"Telemetry.SubscriptionClosed","errorMessage":"Telemetry API subscription is closed"}"#
+                .into(),
         ),
         1,
     );
-    let err = expect_err(client.telemetry_register(&subscription), "500");
+    let err = expect_err(client.telemetry_register(&subscription), "403");
+    assert_eq!(err.status(), Some(403));
     assert!(err.is_fatal(), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "telemetry subscription: the Lambda API answered 403 Telemetry.SubscriptionClosed: \
+         Telemetry API subscription is closed (non-recoverable: the extension must exit)"
+    );
 
-    assert_eq!(api.count(Endpoint::Telemetry), 4, "{}", api.describe());
+    api.fault_times(
+        Endpoint::Telemetry,
+        Fault::Status(500, "upstream broke".into()),
+        1,
+    );
+    let err = expect_err(client.telemetry_register(&subscription), "500");
+    match &err {
+        ClientError::Status {
+            status: 500, error, ..
+        } => {
+            assert_eq!(error.error_message, "upstream broke");
+            assert_eq!(error.error_type, "");
+        }
+        other => panic!("expected a 500 Status error, got {other:?}"),
+    }
+    assert!(err.is_fatal());
+
+    // The identifier is checked by the fake as by RIE: a subscription is a registered call.
+    assert_eq!(api.count(Endpoint::Telemetry), 5, "{}", api.describe());
     assert_none(&api, Endpoint::Logs);
     assert_all_known(&api);
+}
+
+/// No response, or none in time: Transport and Timeout, like every other call.
+#[test]
+fn telemetry_register_without_an_answer() {
+    let api = FakeApi::start();
+    let client = registered(&api);
+    api.fault_times(Endpoint::Telemetry, Fault::Drop, 1);
+    let err = expect_err(client.telemetry_register(&telemetry_subscription()), "drop");
+    assert!(err.is_transport(), "{err:?}");
+    assert!(
+        err.to_string()
+            .starts_with("telemetry subscription: no response from the Lambda API at "),
+        "{err}"
+    );
+}
+
+/// Buffering out of range is refused by the constructor, naming the field, the value and the
+/// range, before a subscription exists: nothing reaches the API.
+#[test]
+fn telemetry_buffering_out_of_range_is_refused_before_sending() {
+    let api = FakeApi::start();
+    let client = registered(&api);
+    let cases = [
+        (
+            (999, 262_144, 1_000),
+            BufferingField::MaxItems,
+            999,
+            "maxItems",
+            "1000 to 10000",
+        ),
+        (
+            (10_001, 262_144, 1_000),
+            BufferingField::MaxItems,
+            10_001,
+            "maxItems",
+            "1000 to 10000",
+        ),
+        (
+            (1_000, 262_143, 1_000),
+            BufferingField::MaxBytes,
+            262_143,
+            "maxBytes",
+            "262144 to 1048576",
+        ),
+        (
+            (1_000, 1_048_577, 1_000),
+            BufferingField::MaxBytes,
+            1_048_577,
+            "maxBytes",
+            "262144 to 1048576",
+        ),
+        (
+            (1_000, 262_144, 24),
+            BufferingField::TimeoutMs,
+            24,
+            "timeoutMs",
+            "25 to 30000",
+        ),
+        (
+            (1_000, 262_144, 30_001),
+            BufferingField::TimeoutMs,
+            30_001,
+            "timeoutMs",
+            "25 to 30000",
+        ),
+    ];
+    for ((items, bytes, timeout), field, value, name, range) in cases {
+        let error = TelemetryBuffering::new(items, bytes, timeout).unwrap_err();
+        assert_eq!((error.field, error.value), (field, value));
+        assert_eq!(error.range(), field.range());
+        assert_eq!(error.field.as_str(), name);
+        assert_eq!(
+            error.to_string(),
+            format!("telemetry buffering {name} = {value} is out of range: Lambda accepts {range}")
+        );
+        // std::error::Error, so `?` works in a function returning Box<dyn Error>.
+        let boxed: Box<dyn std::error::Error> = Box::new(error);
+        assert!(boxed.to_string().contains(name));
+    }
+    // The published ranges and defaults are the documented ones.
+    assert_eq!(TelemetryBuffering::MAX_ITEMS_RANGE, 1_000..=10_000);
+    assert_eq!(TelemetryBuffering::MAX_BYTES_RANGE, 262_144..=1_048_576);
+    assert_eq!(TelemetryBuffering::TIMEOUT_MS_RANGE, 25..=30_000);
+    assert_eq!(
+        (
+            TelemetryBuffering::DEFAULT_MAX_ITEMS,
+            TelemetryBuffering::DEFAULT_MAX_BYTES,
+            TelemetryBuffering::DEFAULT_TIMEOUT_MS
+        ),
+        (10_000, 262_144, 1_000)
+    );
+    assert_none(&api, Endpoint::Telemetry);
+    // The edges themselves are sent as given.
+    let edges = telemetry_subscription()
+        .with_buffering(TelemetryBuffering::new(10_000, 262_144, 30_000).unwrap());
+    assert_eq!(
+        client.telemetry_register(&edges).expect("edges"),
+        Subscribed::Active
+    );
+    assert_eq!(
+        only(&api, Endpoint::Telemetry).json()["buffering"],
+        json!({"maxItems": 10_000, "maxBytes": 262_144, "timeoutMs": 30_000})
+    );
 }
 
 #[test]
