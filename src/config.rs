@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::api::{LifecycleEvent, RegistrationRequest};
+use crate::api::{BufferingField, LifecycleEvent, LogType, RegistrationRequest};
 use crate::command::CommandLine;
 
 pub const HANDLER_ENV: &str = "SHELL_EXT_HANDLER";
@@ -17,6 +17,16 @@ pub const INIT_ENV: &str = "SHELL_EXT_INIT";
 pub const EVENTS_ENV: &str = "SHELL_EXT_EVENTS";
 pub const ON_ERROR_ENV: &str = "SHELL_EXT_ON_ERROR";
 pub const TIMEOUT_MARGIN_ENV: &str = "SHELL_EXT_TIMEOUT_MARGIN_MS";
+pub const TELEMETRY_HANDLER_ENV: &str = "SHELL_EXT_TELEMETRY_HANDLER";
+pub const TELEMETRY_TYPES_ENV: &str = "SHELL_EXT_TELEMETRY_TYPES";
+pub const TELEMETRY_SCHEMA_ENV: &str = "SHELL_EXT_TELEMETRY_SCHEMA";
+pub const TELEMETRY_FLUSH_ENV: &str = "SHELL_EXT_TELEMETRY_FLUSH";
+pub const TELEMETRY_MAX_ITEMS_ENV: &str = "SHELL_EXT_TELEMETRY_MAX_ITEMS";
+pub const TELEMETRY_MAX_BYTES_ENV: &str = "SHELL_EXT_TELEMETRY_MAX_BYTES";
+pub const TELEMETRY_TIMEOUT_MS_ENV: &str = "SHELL_EXT_TELEMETRY_TIMEOUT_MS";
+/// Set by Lambda: `on-demand`, `provisioned-concurrency`, `snap-start` or
+/// `lambda-managed-instances`.
+pub const INITIALIZATION_TYPE_ENV: &str = "AWS_LAMBDA_INITIALIZATION_TYPE";
 
 const DEFAULT_TIMEOUT_MARGIN_MS: u64 = 100;
 
@@ -41,7 +51,7 @@ const DEFAULT_TIMEOUT_MARGIN_MS: u64 = 100;
                   handler once (sample events in scripts/events/), make demo runs a local emulator."
 )]
 pub struct Options {
-    /// Command run for every event, with the event JSON on stdin (required)
+    /// Command run for every event, with the event JSON on stdin (required without --telemetry)
     #[arg(long, env = HANDLER_ENV, value_name = "CMD")]
     pub handler: Option<String>,
 
@@ -60,6 +70,34 @@ pub struct Options {
     /// Stop a handler this many milliseconds before the event's deadline [default: 100]
     #[arg(long, env = TIMEOUT_MARGIN_ENV, value_name = "N")]
     pub timeout_margin_ms: Option<String>,
+
+    /// Command run for each telemetry batch, the batch JSON on stdin
+    #[arg(long, env = TELEMETRY_HANDLER_ENV, value_name = "CMD")]
+    pub telemetry: Option<String>,
+
+    /// Telemetry types: any of platform,function,extension [default: platform,function]
+    #[arg(long, env = TELEMETRY_TYPES_ENV, value_name = "LIST")]
+    pub telemetry_types: Option<String>,
+
+    /// Telemetry schema: 2022-12-13, 2025-01-29 or auto [default: auto]
+    #[arg(long, env = TELEMETRY_SCHEMA_ENV, value_name = "V")]
+    pub telemetry_schema: Option<String>,
+
+    /// When telemetry is delivered: background or end-of-invoke [default: background]
+    #[arg(long, env = TELEMETRY_FLUSH_ENV, value_name = "WHEN")]
+    pub telemetry_flush: Option<String>,
+
+    /// Lambda's telemetry buffering: records per batch, 1000-10000 [default: Lambda's]
+    #[arg(long, env = TELEMETRY_MAX_ITEMS_ENV, value_name = "N")]
+    pub telemetry_max_items: Option<String>,
+
+    /// Lambda's telemetry buffering: bytes per batch, 262144-1048576 [default: Lambda's]
+    #[arg(long, env = TELEMETRY_MAX_BYTES_ENV, value_name = "N")]
+    pub telemetry_max_bytes: Option<String>,
+
+    /// Lambda's telemetry buffering: ms before a batch is sent, 25-30000 [default: Lambda's]
+    #[arg(long, env = TELEMETRY_TIMEOUT_MS_ENV, value_name = "N")]
+    pub telemetry_timeout_ms: Option<String>,
 
     /// Validate the configuration and the commands offline, print what would be registered
     #[arg(long, conflicts_with = "once")]
@@ -112,6 +150,13 @@ impl Options {
             events: var(EVENTS_ENV),
             on_error: var(ON_ERROR_ENV),
             timeout_margin_ms: var(TIMEOUT_MARGIN_ENV),
+            telemetry: var(TELEMETRY_HANDLER_ENV),
+            telemetry_types: var(TELEMETRY_TYPES_ENV),
+            telemetry_schema: var(TELEMETRY_SCHEMA_ENV),
+            telemetry_flush: var(TELEMETRY_FLUSH_ENV),
+            telemetry_max_items: var(TELEMETRY_MAX_ITEMS_ENV),
+            telemetry_max_bytes: var(TELEMETRY_MAX_BYTES_ENV),
+            telemetry_timeout_ms: var(TELEMETRY_TIMEOUT_MS_ENV),
             ..Options::default()
         }
     }
@@ -169,11 +214,60 @@ pub enum OnError {
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    pub handler: CommandLine,
+    /// The event handler; `None` for a telemetry-only extension.
+    pub handler: Option<CommandLine>,
     pub init: Option<CommandLine>,
     pub events: EventSet,
     pub on_error: OnError,
     pub timeout_margin: Duration,
+    pub telemetry: Option<TelemetryConfig>,
+    pub initialization: Initialization,
+}
+
+/// How Lambda runs this environment, as far as the extension cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Initialization {
+    /// Lambda Managed Instances: no INVOKE events for extensions, telemetry schema 2025-01-29.
+    ManagedInstances,
+    /// On-demand, provisioned concurrency or SnapStart.
+    Standard,
+}
+
+/// The telemetry command and its subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TelemetryConfig {
+    pub command: CommandLine,
+    pub types: Vec<LogType>,
+    pub schema: SchemaChoice,
+    pub flush: Flush,
+    pub buffering: TelemetryBuffering,
+}
+
+/// Lambda's buffering of telemetry; `None` leaves Lambda's default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TelemetryBuffering {
+    pub max_items: Option<u32>,
+    pub max_bytes: Option<u32>,
+    pub timeout_ms: Option<u32>,
+}
+
+/// `SHELL_EXT_TELEMETRY_SCHEMA`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaChoice {
+    /// 2025-01-29 on Managed Instances (which require it), 2022-12-13 elsewhere.
+    Auto,
+    V2022_12_13,
+    V2025_01_29,
+}
+
+/// `SHELL_EXT_TELEMETRY_FLUSH`: when batches reach the telemetry command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flush {
+    /// As they arrive, concurrently with invokes.
+    Background,
+    /// Each INVOKE's `/event/next` waits until the batch with its `platform.runtimeDone` has
+    /// been delivered.
+    EndOfInvoke,
 }
 
 /// An invalid setting: which variable, and what is wrong with it.
@@ -225,25 +319,95 @@ impl Config {
             }
         };
         let mut problems = Problems::default();
-        let handler = parse_handler(options.handler.as_deref()).and_then(check(HANDLER_ENV));
+        let telemetry_line = options.telemetry.as_deref().and_then(CommandLine::parse);
+        let handler = parse_handler(options.handler.as_deref(), telemetry_line.is_some())
+            .and_then(|handler| handler.map(check(HANDLER_ENV)).transpose());
         let handler = problems.keep(handler);
+        let telemetry_command = match (options.telemetry.as_deref(), telemetry_line) {
+            (Some(_), None) => Err(ConfigError {
+                variable: TELEMETRY_HANDLER_ENV,
+                problem: format!(
+                    "is empty; unset {TELEMETRY_HANDLER_ENV} or set it to the command to run \
+                     for each telemetry batch"
+                ),
+            }),
+            (_, line) => line.map(check(TELEMETRY_HANDLER_ENV)).transpose(),
+        };
+        let telemetry_command = problems.keep(telemetry_command);
         let init = parse_init(options.init.as_deref())
             .and_then(|init| init.map(check(INIT_ENV)).transpose());
         let init = problems.keep(init);
-        let events = problems.keep(parse_events(options.events.as_deref()));
+        let types = problems.keep(parse_telemetry_types(options.telemetry_types.as_deref()));
+        let schema = problems.keep(parse_schema(options.telemetry_schema.as_deref()));
+        let flush = problems.keep(parse_flush(options.telemetry_flush.as_deref()));
+        let buffering = TelemetryBuffering {
+            max_items: problems
+                .keep(parse_buffering(
+                    options.telemetry_max_items.as_deref(),
+                    BufferingField::MaxItems,
+                    TELEMETRY_MAX_ITEMS_ENV,
+                ))
+                .flatten(),
+            max_bytes: problems
+                .keep(parse_buffering(
+                    options.telemetry_max_bytes.as_deref(),
+                    BufferingField::MaxBytes,
+                    TELEMETRY_MAX_BYTES_ENV,
+                ))
+                .flatten(),
+            timeout_ms: problems
+                .keep(parse_buffering(
+                    options.telemetry_timeout_ms.as_deref(),
+                    BufferingField::TimeoutMs,
+                    TELEMETRY_TIMEOUT_MS_ENV,
+                ))
+                .flatten(),
+        };
+        let telemetry = match (telemetry_command, types, schema, flush) {
+            (Some(Some(command)), Some(types), Some(schema), Some(flush)) => {
+                Some(Some(TelemetryConfig {
+                    command,
+                    types,
+                    schema,
+                    flush,
+                    buffering,
+                }))
+            }
+            (Some(None), ..) => Some(None),
+            _ => None,
+        };
+        let end_of_invoke = flush == Some(Flush::EndOfInvoke) && telemetry_line_set(options);
+        let wants_invoke = handler.as_ref().is_some_and(Option::is_some) || end_of_invoke;
+        let events = problems.keep(parse_events(options.events.as_deref(), wants_invoke));
+        if events == Some(EventSet::ShutdownOnly) && end_of_invoke {
+            problems.0.push(ConfigError {
+                variable: TELEMETRY_FLUSH_ENV,
+                problem: format!(
+                    "end-of-invoke needs INVOKE events, but {EVENTS_ENV} is SHUTDOWN; use \
+                     background, or register for INVOKE,SHUTDOWN"
+                ),
+            });
+        }
         let on_error = problems.keep(parse_on_error(options.on_error.as_deref()));
         let timeout_margin =
             problems.keep(parse_timeout_margin(options.timeout_margin_ms.as_deref()));
-        match (handler, init, events, on_error, timeout_margin) {
-            (Some(handler), Some(init), Some(events), Some(on_error), Some(timeout_margin)) => {
-                Ok(Config {
-                    handler,
-                    init,
-                    events,
-                    on_error,
-                    timeout_margin,
-                })
-            }
+        match (handler, init, events, on_error, timeout_margin, telemetry) {
+            (
+                Some(handler),
+                Some(init),
+                Some(events),
+                Some(on_error),
+                Some(timeout_margin),
+                Some(telemetry),
+            ) if problems.0.is_empty() => Ok(Config {
+                handler,
+                init,
+                events,
+                on_error,
+                timeout_margin,
+                telemetry,
+                initialization: initialization(),
+            }),
             _ => Err(ConfigErrors(problems.0)),
         }
     }
@@ -260,14 +424,120 @@ impl Problems {
     }
 }
 
-fn parse_handler(value: Option<&str>) -> Result<CommandLine, ConfigError> {
-    value
+fn telemetry_line_set(options: &Options) -> bool {
+    options
+        .telemetry
+        .as_deref()
         .and_then(CommandLine::parse)
-        .ok_or_else(|| ConfigError {
+        .is_some()
+}
+
+/// The handler; optional when a telemetry command is set (a telemetry-only extension).
+fn parse_handler(
+    value: Option<&str>,
+    has_telemetry: bool,
+) -> Result<Option<CommandLine>, ConfigError> {
+    match (value.and_then(CommandLine::parse), has_telemetry) {
+        (Some(handler), _) => Ok(Some(handler)),
+        (None, true) => Ok(None),
+        (None, false) => Err(ConfigError {
             variable: HANDLER_ENV,
             problem: format!(
-                "not set; set {HANDLER_ENV} (or --handler) to the command to run for every event, \
-             for example {HANDLER_ENV}=/opt/handler.sh"
+                "not set; set {HANDLER_ENV} (or --handler) to the command to run for every \
+                 event, for example {HANDLER_ENV}=/opt/handler.sh (or set \
+                 {TELEMETRY_HANDLER_ENV} alone for a telemetry-only extension)"
+            ),
+        }),
+    }
+}
+
+/// Where the environment runs, from `AWS_LAMBDA_INITIALIZATION_TYPE`.
+fn initialization() -> Initialization {
+    match std::env::var_os(INITIALIZATION_TYPE_ENV) {
+        Some(kind) if kind == "lambda-managed-instances" => Initialization::ManagedInstances,
+        _ => Initialization::Standard,
+    }
+}
+
+fn parse_telemetry_types(value: Option<&str>) -> Result<Vec<LogType>, ConfigError> {
+    let Some(value) = value.filter(|v| !v.trim().is_empty()) else {
+        return Ok(vec![LogType::Platform, LogType::Function]);
+    };
+    let mut types = Vec::new();
+    for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let kind = match name.to_ascii_lowercase().as_str() {
+            "platform" => LogType::Platform,
+            "function" => LogType::Function,
+            "extension" => LogType::Extension,
+            _ => {
+                return Err(ConfigError {
+                    variable: TELEMETRY_TYPES_ENV,
+                    problem: format!(
+                        "unknown type {name:?} in {value:?}; accepted values: any of \
+                         platform,function,extension (the default is platform,function)"
+                    ),
+                })
+            }
+        };
+        if !types.contains(&kind) {
+            types.push(kind);
+        }
+    }
+    Ok(types)
+}
+
+fn parse_schema(value: Option<&str>) -> Result<SchemaChoice, ConfigError> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(SchemaChoice::Auto),
+        Some(v) if v.eq_ignore_ascii_case("auto") => Ok(SchemaChoice::Auto),
+        Some("2022-12-13") => Ok(SchemaChoice::V2022_12_13),
+        Some("2025-01-29") => Ok(SchemaChoice::V2025_01_29),
+        Some(v) => Err(ConfigError {
+            variable: TELEMETRY_SCHEMA_ENV,
+            problem: format!(
+                "unknown schema {v:?}; accepted values: 2022-12-13, 2025-01-29 or auto (the \
+                 default: 2025-01-29 on Lambda Managed Instances, 2022-12-13 elsewhere)"
+            ),
+        }),
+    }
+}
+
+fn parse_flush(value: Option<&str>) -> Result<Flush, ConfigError> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(Flush::Background),
+        Some(v) if v.eq_ignore_ascii_case("background") => Ok(Flush::Background),
+        Some(v) if v.eq_ignore_ascii_case("end-of-invoke") => Ok(Flush::EndOfInvoke),
+        Some(v) => Err(ConfigError {
+            variable: TELEMETRY_FLUSH_ENV,
+            problem: format!(
+                "unknown mode {v:?}; accepted values: background (the default) or end-of-invoke"
+            ),
+        }),
+    }
+}
+
+/// A buffering setting, checked against the range Lambda accepts.
+fn parse_buffering(
+    value: Option<&str>,
+    field: BufferingField,
+    variable: &'static str,
+) -> Result<Option<u32>, ConfigError> {
+    let Some(text) = value.map(str::trim).filter(|text| !text.is_empty()) else {
+        return Ok(None);
+    };
+    let range = field.range();
+    text.parse::<u32>()
+        .ok()
+        .and_then(|n| field.check(n).ok())
+        .map(Some)
+        .ok_or_else(|| ConfigError {
+            variable,
+            problem: format!(
+                "{text:?} is not a whole number from {} to {} (Lambda's range; unset, Lambda's \
+                 default {} applies)",
+                range.start(),
+                range.end(),
+                field.lambda_default()
             ),
         })
 }
@@ -286,9 +556,16 @@ fn parse_init(value: Option<&str>) -> Result<Option<CommandLine>, ConfigError> {
     }
 }
 
-fn parse_events(value: Option<&str>) -> Result<EventSet, ConfigError> {
+/// The events to register for; unset, INVOKE and SHUTDOWN when something runs per invoke, and
+/// SHUTDOWN alone for a telemetry-only extension that delivers in the background (it then costs
+/// nothing per invoke).
+fn parse_events(value: Option<&str>, wants_invoke: bool) -> Result<EventSet, ConfigError> {
     let Some(value) = value.filter(|v| !v.trim().is_empty()) else {
-        return Ok(EventSet::InvokeAndShutdown);
+        return Ok(if wants_invoke {
+            EventSet::InvokeAndShutdown
+        } else {
+            EventSet::ShutdownOnly
+        });
     };
     let invalid = |problem: String| ConfigError {
         variable: EVENTS_ENV,
@@ -362,7 +639,8 @@ mod tests {
         assert_eq!(config.on_error, OnError::Exit);
         assert_eq!(config.timeout_margin, Duration::from_millis(100));
         assert_eq!(config.init, None);
-        assert_eq!(config.handler.line(), "/bin/true");
+        assert_eq!(config.handler.unwrap().line(), "/bin/true");
+        assert_eq!(config.telemetry, None);
     }
 
     #[test]
@@ -408,23 +686,81 @@ mod tests {
     #[test]
     fn events_are_case_insensitive_and_need_shutdown() {
         assert_eq!(
-            parse_events(Some("invoke, Shutdown")).unwrap(),
+            parse_events(Some("invoke, Shutdown"), true).unwrap(),
             EventSet::InvokeAndShutdown
         );
         assert_eq!(
-            parse_events(Some("SHUTDOWN,INVOKE")).unwrap(),
+            parse_events(Some("SHUTDOWN,INVOKE"), true).unwrap(),
             EventSet::InvokeAndShutdown
         );
         assert_eq!(
-            parse_events(Some("shutdown")).unwrap(),
+            parse_events(Some("shutdown"), true).unwrap(),
             EventSet::ShutdownOnly
         );
-        let error = parse_events(Some("INVOKE")).unwrap_err();
+        let error = parse_events(Some("INVOKE"), true).unwrap_err();
         assert!(error.problem.contains("SHUTDOWN"), "{error}");
-        let error = parse_events(Some("INVOKE,RESTORE")).unwrap_err();
+        let error = parse_events(Some("INVOKE,RESTORE"), true).unwrap_err();
         assert_eq!(error.variable, EVENTS_ENV);
         assert!(error.problem.contains("\"RESTORE\""), "{error}");
         assert!(error.problem.contains("INVOKE,SHUTDOWN"), "{error}");
+    }
+
+    #[test]
+    fn unset_events_follow_what_runs_per_invoke() {
+        assert_eq!(
+            parse_events(None, true).unwrap(),
+            EventSet::InvokeAndShutdown
+        );
+        assert_eq!(parse_events(None, false).unwrap(), EventSet::ShutdownOnly);
+        assert_eq!(
+            parse_events(Some("INVOKE,SHUTDOWN"), false).unwrap(),
+            EventSet::InvokeAndShutdown
+        );
+    }
+
+    #[test]
+    fn telemetry_settings() {
+        let options = Options {
+            telemetry: Some("cat".into()),
+            telemetry_types: Some("Extension,platform,extension".into()),
+            telemetry_schema: Some("2025-01-29".into()),
+            telemetry_flush: Some("END-OF-INVOKE".into()),
+            telemetry_timeout_ms: Some("25".into()),
+            ..Options::default()
+        };
+        let config = Config::from_options(&options).unwrap();
+        assert_eq!(config.handler, None);
+        assert_eq!(
+            config.events,
+            EventSet::InvokeAndShutdown,
+            "end-of-invoke needs INVOKE"
+        );
+        let telemetry = config.telemetry.unwrap();
+        assert_eq!(telemetry.types, [LogType::Extension, LogType::Platform]);
+        assert_eq!(telemetry.schema, SchemaChoice::V2025_01_29);
+        assert_eq!(telemetry.flush, Flush::EndOfInvoke);
+        assert_eq!(telemetry.buffering.timeout_ms, Some(25));
+        assert_eq!(telemetry.buffering.max_items, None);
+        let shutdown_only = Options {
+            events: Some("SHUTDOWN".into()),
+            ..options
+        };
+        let errors = Config::from_options(&shutdown_only).unwrap_err();
+        assert_eq!(errors.0[0].variable, TELEMETRY_FLUSH_ENV, "{errors}");
+        for (value, ok) in [
+            ("999", false),
+            ("1000", true),
+            ("10000", true),
+            ("10001", false),
+            ("x", false),
+        ] {
+            let parsed = parse_buffering(
+                Some(value),
+                BufferingField::MaxItems,
+                TELEMETRY_MAX_ITEMS_ENV,
+            );
+            assert_eq!(parsed.is_ok(), ok, "{value}");
+        }
     }
 
     #[test]

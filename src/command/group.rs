@@ -74,6 +74,15 @@ pub(super) fn set_running(slot: Slot, group: i32) {
     RUNNING_GROUPS[slot as usize].store(group, Ordering::SeqCst);
 }
 
+/// SIGKILL to the group of the command running in `slot`, if any: for when the extension's own
+/// deadline has come and the command may not finish.
+pub fn kill_slot(slot: Slot) {
+    signal_group(
+        RUNNING_GROUPS[slot as usize].load(Ordering::SeqCst),
+        libc::SIGKILL,
+    );
+}
+
 /// Sends `signal` to every process in `group` (ignoring "no such group": it is already gone).
 pub fn signal_group(group: i32, signal: i32) {
     if group > 0 {

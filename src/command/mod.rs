@@ -9,6 +9,6 @@ mod line;
 mod per_event;
 
 pub use executor::{CommandFailure, Deadline, Executor, Input, Leftovers};
-pub use group::{group_alive, request_stop, signal_group, stop_requested, Slot};
+pub use group::{group_alive, kill_slot, request_stop, signal_group, stop_requested, Slot};
 pub use line::CommandLine;
 pub use per_event::{PerEvent, MANAGED_ENV};

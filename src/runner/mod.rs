@@ -5,6 +5,7 @@
 
 pub mod offline;
 mod summary;
+mod telemetry;
 
 use std::fmt;
 use std::thread;
@@ -17,6 +18,7 @@ use crate::client::{lambda_agent, ClientError, InvocationClient, RegistrationCli
 use crate::command::{CommandFailure, Executor, Input, Leftovers, PerEvent, MANAGED_ENV};
 use crate::config::{Config, EventSet, OnError, Options, ON_ERROR_ENV};
 use summary::{Millis, Summary};
+use telemetry::{SetupFailed, Telemetry};
 
 /// The error types this extension reports in `Lambda-Extension-Function-Error-Type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +33,9 @@ pub enum ErrorType {
     HandlerTimeout,
     /// The Extensions API answered with an error or an unreadable event (exit/error).
     ApiError,
+    /// The Telemetry API refused the subscription, or no listener could be started
+    /// (init/error).
+    TelemetrySubscribeFailed,
 }
 
 impl ErrorType {
@@ -41,6 +46,7 @@ impl ErrorType {
             ErrorType::HandlerFailed => "Extension.HandlerFailed",
             ErrorType::HandlerTimeout => "Extension.HandlerTimeout",
             ErrorType::ApiError => "Extension.ApiError",
+            ErrorType::TelemetrySubscribeFailed => "Extension.TelemetrySubscribeFailed",
         }
     }
 
@@ -139,6 +145,17 @@ pub fn run(options: &Options) -> Exit {
             );
         }
     };
+    // Subscribed during Init, before the first /event/next, as the Telemetry API requires.
+    let telemetry = match &config.telemetry {
+        None => None,
+        Some(settings) => match Telemetry::start(&client, settings, config.initialization) {
+            Ok(telemetry) => Some(telemetry),
+            Err(SetupFailed(message)) => {
+                let error = ErrorType::TelemetrySubscribeFailed;
+                return report(&client, Phase::Init, error, &message);
+            }
+        },
+    };
     let mut executor = Executor::new(
         &MANAGED_ENV,
         &[("LAMBDA_EXTENSION_NAME", client.extension_name())],
@@ -155,9 +172,14 @@ pub fn run(options: &Options) -> Exit {
             }
         }
     }
+    let margin = config.timeout_margin;
     Extension {
         client,
-        handler: PerEvent::new(executor, config.handler, config.timeout_margin),
+        handler: config
+            .handler
+            .map(|handler| PerEvent::new(executor, handler, margin)),
+        telemetry,
+        margin,
         on_error: config.on_error,
         summary: Summary::default(),
     }
@@ -174,7 +196,10 @@ enum Phase {
 /// The extension between its first and its last event.
 struct Extension {
     client: InvocationClient,
-    handler: PerEvent,
+    /// `None` for a telemetry-only extension.
+    handler: Option<PerEvent>,
+    telemetry: Option<Telemetry>,
+    margin: Duration,
     on_error: OnError,
     summary: Summary,
 }
@@ -197,10 +222,18 @@ impl Extension {
                 Err(error) => return self.api_failure(error),
             };
             let is_shutdown = matches!(next.event, Event::Shutdown(_));
-            match (
-                handle(&mut self.handler, &mut self.summary, &next),
-                is_shutdown,
-            ) {
+            let outcome = match &mut self.handler {
+                Some(handler) => handle(handler, &mut self.summary, &next),
+                None => Ok(()),
+            };
+            if let Some(telemetry) = &self.telemetry {
+                let until = telemetry::before_deadline(next.event.deadline_ms(), self.margin);
+                match &next.event {
+                    Event::Invoke(invoke) => telemetry.after_invoke(&invoke.request_id, until),
+                    Event::Shutdown(_) => telemetry.finish(until),
+                }
+            }
+            match (outcome, is_shutdown) {
                 (Ok(()), true) => return Exit::Success,
                 (Ok(()), false) => {}
                 // The signal thread is ending the process: nothing to report, nothing more to do.

@@ -11,7 +11,7 @@ use super::summary::Summary;
 use super::{handle, one_line, ErrorType, Exit};
 use crate::api::{Event, NextEventResponse};
 use crate::command::{CommandFailure, CommandLine, Executor, PerEvent, MANAGED_ENV};
-use crate::config::{extension_name, Config, Options};
+use crate::config::{extension_name, Config, Options, HANDLER_ENV};
 
 /// What to say to someone who starts the binary by hand, without Lambda.
 pub const NOT_ON_LAMBDA: &str = "this binary is a Lambda extension: Lambda starts it from \
@@ -31,10 +31,23 @@ pub fn check(options: &Options) -> Exit {
     };
     println!("configuration OK");
     println!("  registers as {} for {}", extension_name(), config.events);
-    println!("  handler: {}", describe(&config.handler));
+    match &config.handler {
+        Some(handler) => println!("  handler: {}", describe(handler)),
+        None => println!("  handler: none (telemetry only)"),
+    }
     match &config.init {
         Some(init) => println!("  init: {}", describe(init)),
         None => println!("  init: none"),
+    }
+    if let Some(telemetry) = &config.telemetry {
+        let types: Vec<_> = telemetry.types.iter().map(|kind| kind.as_str()).collect();
+        println!("  telemetry: {}", describe(&telemetry.command));
+        println!(
+            "  telemetry types: {}; schema: {:?}; flush: {:?}",
+            types.join(","),
+            telemetry.schema,
+            telemetry.flush
+        );
     }
     println!(
         "  on error: {:?}; timeout margin: {} ms",
@@ -47,6 +60,13 @@ pub fn check(options: &Options) -> Exit {
 /// `--once FILE`: runs the handler once with the event in FILE (`-`: stdin).
 pub fn once(options: &Options, file: &str) -> Exit {
     let Some(config) = valid_config(options) else {
+        return Exit::Failure;
+    };
+    let Some(handler) = config.handler else {
+        error!(
+            "--once runs the event handler, and {HANDLER_ENV} is not set (this configuration \
+             is telemetry only)"
+        );
         return Exit::Failure;
     };
     let body = match read_event(file) {
@@ -74,7 +94,7 @@ pub fn once(options: &Options, file: &str) -> Exit {
     }
     let name = extension_name();
     let executor = Executor::new(&MANAGED_ENV, &[("LAMBDA_EXTENSION_NAME", &name)]);
-    let mut handler = PerEvent::new(executor, config.handler, config.timeout_margin);
+    let mut handler = PerEvent::new(executor, handler, config.timeout_margin);
     match handle(&mut handler, &mut Summary::default(), &next) {
         Ok(()) => Exit::Success,
         Err(CommandFailure::Stopped { .. }) => crate::signals::wait_for_exit(),

@@ -3,11 +3,14 @@
 
 pub mod process;
 pub mod server;
+pub mod telemetry;
 
 #[allow(unused_imports)]
 pub use process::*;
 #[allow(unused_imports)]
 pub use server::*;
+#[allow(unused_imports)]
+pub use telemetry::*;
 
 use std::time::Duration;
 
