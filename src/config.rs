@@ -59,7 +59,7 @@ pub struct Options {
     #[arg(long, env = INIT_ENV, value_name = "CMD")]
     pub init: Option<String>,
 
-    /// Events to receive: INVOKE,SHUTDOWN or SHUTDOWN [default: INVOKE,SHUTDOWN]
+    /// Events to receive: INVOKE,SHUTDOWN or SHUTDOWN [default: INVOKE,SHUTDOWN; SHUTDOWN for telemetry only]
     #[arg(long, env = EVENTS_ENV, value_name = "LIST")]
     pub events: Option<String>,
 

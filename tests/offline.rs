@@ -250,3 +250,23 @@ fn unknown_flag_is_named() {
     let err = ext.stderr_str();
     assert!(err.contains("'--handlr'"), "{err}");
 }
+
+#[test]
+fn check_shows_a_telemetry_only_configuration() {
+    let sb = Sandbox::new();
+    let mut ext = by_hand(&sb, &["--check"])
+        .env("SHELL_EXT_TELEMETRY_HANDLER", "cat > /dev/null")
+        .env("SHELL_EXT_TELEMETRY_TYPES", "platform")
+        .spawn();
+    ext.expect_exit(0, secs(5));
+    let out = ext.stdout_str();
+    assert!(
+        out.contains("registers as lambda-shell-extension for SHUTDOWN\n"),
+        "{out}"
+    );
+    assert!(out.contains("handler: none (telemetry only)"), "{out}");
+    assert!(
+        out.contains("telemetry types: platform; schema: Auto; flush: Background"),
+        "{out}"
+    );
+}
