@@ -450,3 +450,79 @@ fn invalid_telemetry_settings_are_config_errors() {
     }
     assert_none(&api, Endpoint::Telemetry);
 }
+
+fn script_path(name: &str) -> String {
+    format!("{}/scripts/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The shipped example handlers: one file line per batch, and a POST per batch with curl.
+#[test]
+fn shipped_telemetry_scripts_write_and_forward_each_batch() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let collector = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/ingest", collector.local_addr().unwrap());
+    let received = std::thread::spawn(move || {
+        let mut bodies = Vec::new();
+        for _ in 0..2 {
+            let (stream, _) = collector.accept().unwrap();
+            let mut reader = BufReader::new(stream);
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap();
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            reader
+                .get_mut()
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            bodies.push(String::from_utf8(body).unwrap());
+        }
+        bodies
+    });
+    let sb = Sandbox::new();
+    let api = FakeApi::start();
+    let file = sb.p("telemetry.jsonl");
+    let both = sb.script(
+        "both.sh",
+        &format!(
+            "#!/bin/sh\nset -e\nbatch=$(cat)\nprintf %s \"$batch\" | {}\nprintf %s \"$batch\" | {}\n",
+            script_path("telemetry-to-file.sh"),
+            script_path("telemetry-forward-curl.sh"),
+        ),
+    );
+    let mut ext = sb
+        .ext(&api)
+        .env("SHELL_EXT_TELEMETRY_HANDLER", &both)
+        .env("TELEMETRY_FILE", &file)
+        .env("TELEMETRY_URL", &url)
+        .spawn();
+    let target = TelemetryTarget::of(&api);
+    let sent = [
+        batch(&[platform("start", "req-1")]),
+        batch(&[record("function", "\"hello\""), platform("report", "req-1")]),
+    ];
+    for body in &sent {
+        target.deliver(body);
+    }
+    api.push_shutdown("spindown", deadline_in(4000));
+    ext.expect_exit(0, secs(10));
+    let sent: Vec<String> = sent
+        .iter()
+        .map(|b| String::from_utf8(b.clone()).unwrap())
+        .collect();
+    let lines: Vec<String> = fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(lines, sent);
+    assert_eq!(received.join().unwrap(), sent, "{}", ext.stderr_str());
+}
