@@ -3,7 +3,9 @@
 //! The real binary, copied to `<tmp>/opt/extensions/<name>` and started with no
 //! arguments (env vars only), must: register → receive the INVOKE the simulator
 //! broadcasts → run a real handler script with the event JSON on stdin →
-//! receive SHUTDOWN → run the handler again → exit 0.
+//! receive SHUTDOWN → run the handler again → exit 0. With a telemetry command too, the
+//! simulator's `platform.*` records (delivered during the invokes, or all at SHUTDOWN) must
+//! reach that command, batch by batch, before the extension exits 0.
 //!
 //! Known gaps of lambda-simulator 0.2.0 (checked in its source):
 //! - It has no routes for `POST /2020-01-01/extension/init/error` and
@@ -96,6 +98,22 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
+/// On a failed assertion: kills the extension (pid) and shows its stdout and stderr logs.
+struct Guard(u32, PathBuf, PathBuf);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // SAFETY: kill(2) on the pid of the child this test started.
+            unsafe { libc::kill(self.0 as libc::pid_t, libc::SIGKILL) };
+            for p in [&self.1, &self.2] {
+                let text = std::fs::read_to_string(p).unwrap_or_default();
+                eprintln!("--- {} ---\n{text}", p.display());
+            }
+        }
+    }
+}
+
 async fn wait_exit(slot: &Mutex<Option<ExitStatus>>, timeout: Duration) -> Option<ExitStatus> {
     let end = Instant::now() + timeout;
     while Instant::now() < end {
@@ -144,20 +162,6 @@ async fn invoke_then_shutdown_against_lambda_simulator() {
     let status = Arc::new(Mutex::new(None));
     let slot = status.clone();
     std::thread::spawn(move || *slot.lock().unwrap() = child.wait().ok());
-    // On a failed assertion: kill the extension and show its output.
-    struct Guard(u32, PathBuf, PathBuf);
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            if std::thread::panicking() {
-                // SAFETY: kill(2) on the pid of the child this test started.
-                unsafe { libc::kill(self.0 as libc::pid_t, libc::SIGKILL) };
-                for p in [&self.1, &self.2] {
-                    let text = std::fs::read_to_string(p).unwrap_or_default();
-                    eprintln!("--- {} ---\n{text}", p.display());
-                }
-            }
-        }
-    }
     let _guard = Guard(pid, stdout_log.clone(), stderr_log.clone());
 
     // INIT: registered under the file's name, for both events, then /event/next.
@@ -262,4 +266,303 @@ async fn invoke_then_shutdown_against_lambda_simulator() {
     assert_eq!(env[1][2], shutdown["deadlineMs"].to_string());
     assert_eq!(env[1][3], "spindown");
     assert_eq!(env[1][4], EXT_NAME);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Telemetry (issue 8): the simulator's platform.* records reach SHELL_EXT_TELEMETRY_HANDLER.
+//
+// How lambda-simulator 0.2.0 delivers telemetry (checked in its source, telemetry_state.rs):
+// - It keeps the subscribed URI but replaces `sandbox.localdomain` with `127.0.0.1`, so it
+//   reaches the extension's listener (bound on 0.0.0.0) without any name resolution: nothing
+//   to work around, no /etc/hosts entry.
+// - It emits `platform` records only (no function or extension logs): telemetrySubscription at
+//   the PUT, initRuntimeDone and initReport at the runtime's first next, then per invocation
+//   start, runtimeDone and report (report once every extension has polled /event/next again).
+//   initStart comes at build time, before anyone can subscribe, so it is never delivered.
+// - A task per subscriber POSTs the buffered records every `timeoutMs` of the subscription's
+//   buffering (1000 ms without one), sequentially; `graceful_shutdown` POSTs whatever is still
+//   buffered (flush_all) before it sends SHUTDOWN, then aborts those tasks once SHUTDOWN is
+//   delivered. It ignores `schemaVersion` and answers the PUT 200.
+
+/// A telemetry command that appends each batch, then a newline, to `telemetry.jsonl` in `out`,
+/// and the batch's `LAMBDA_TELEMETRY_BATCH_ITEMS` to `telemetry-items.log`.
+fn write_telemetry_handler(dir: &Path, out: &Path) -> PathBuf {
+    let path = dir.join("record-telemetry.sh");
+    std::fs::write(
+        &path,
+        format!(
+            r#"#!/bin/sh
+set -eu
+out='{out}'
+cat >> "$out/telemetry.jsonl"
+echo >> "$out/telemetry.jsonl"
+echo "$LAMBDA_TELEMETRY_BATCH_ITEMS" >> "$out/telemetry-items.log"
+"#,
+            out = out.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// The batches the telemetry command has written so far (complete lines only), each parsed as
+/// the JSON array it must be.
+fn batches_received(out: &Path) -> Vec<Vec<Value>> {
+    let text = std::fs::read_to_string(out.join("telemetry.jsonl")).unwrap_or_default();
+    let complete = &text[..text.rfind('\n').map_or(0, |end| end + 1)];
+    complete
+        .lines()
+        .map(|line| match serde_json::from_str::<Value>(line) {
+            Ok(Value::Array(records)) => records,
+            Ok(other) => panic!("a batch that is not a JSON array: {other}"),
+            Err(error) => panic!("a batch that is not valid JSON ({error}): {line:?}"),
+        })
+        .collect()
+}
+
+/// What the simulator emitted that a subscriber can receive: every record from
+/// `platform.telemetrySubscription` on, as JSON.
+async fn deliverable(sim: &Simulator) -> Vec<Value> {
+    let events = sim.get_telemetry_events().await;
+    let first = events
+        .iter()
+        .position(|e| e.event_type == "platform.telemetrySubscription")
+        .expect("the simulator emitted platform.telemetrySubscription: the PUT reached it");
+    events[first..]
+        .iter()
+        .map(|e| serde_json::to_value(e).unwrap())
+        .collect()
+}
+
+fn has_record(records: &[Value], kind: &str, request_id: &str) -> bool {
+    records
+        .iter()
+        .any(|r| r["type"] == kind && r["record"]["requestId"] == request_id)
+}
+
+/// Polls `condition` every 10 ms for up to `timeout`.
+async fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// When the simulator sends the invocations' records.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Delivery {
+    /// Buffering timeout 25 ms: each invocation's records are delivered (and through the
+    /// command) while the invocations go on, before the next one is enqueued.
+    DuringInvokes,
+    /// Buffering timeout 30 s (the largest): nothing after the subscription record is sent until
+    /// `graceful_shutdown` flushes it all, right before SHUTDOWN; the extension must run the
+    /// command on it before it exits.
+    AtShutdown,
+}
+
+/// The real binary with an event handler and a telemetry command, two invocations through the
+/// simulator (the test plays the runtime), then SHUTDOWN: every record the simulator emitted
+/// after the subscription reached the command, batch by batch, and the extension exits 0.
+async fn telemetry_interop(delivery: Delivery) {
+    const INVOCATIONS: usize = 2;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let ext_path = install(tmp.path());
+    let handler = write_handler(tmp.path(), &out);
+    let telemetry_handler = write_telemetry_handler(tmp.path(), &out);
+    let stdout_log = tmp.path().join("extension.stdout");
+    let stderr_log = tmp.path().join("extension.stderr");
+    let timeout_ms = match delivery {
+        Delivery::DuringInvokes => "25",
+        Delivery::AtShutdown => "30000",
+    };
+
+    let sim = Simulator::builder()
+        .function_name("interop-fn")
+        .invocation_timeout(Duration::from_secs(5))
+        .shutdown_timeout(Duration::from_secs(3))
+        .build()
+        .await
+        .unwrap();
+
+    let mut command = Command::new(&ext_path);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("SHELL_EXT_") {
+            command.env_remove(key);
+        }
+    }
+    let mut child = command
+        .env(
+            "AWS_LAMBDA_RUNTIME_API",
+            format!("127.0.0.1:{}", sim.addr().port()),
+        )
+        .env("SHELL_EXT_HANDLER", &handler)
+        .env("SHELL_EXT_TELEMETRY_HANDLER", &telemetry_handler)
+        .env("SHELL_EXT_TELEMETRY_TIMEOUT_MS", timeout_ms)
+        .env("RUST_LOG", "debug")
+        .stdout(std::fs::File::create(&stdout_log).unwrap())
+        .stderr(std::fs::File::create(&stderr_log).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let status = Arc::new(Mutex::new(None));
+    let slot = status.clone();
+    std::thread::spawn(move || *slot.lock().unwrap() = child.wait().ok());
+    let _guard = Guard(pid, stdout_log.clone(), stderr_log.clone());
+
+    // INIT: registered, subscribed (the simulator emits platform.telemetrySubscription), next.
+    let ready = sim
+        .wait_for(
+            || async {
+                match sim.get_registered_extensions().await.first() {
+                    Some(e) => sim.first_next_poll_at(&e.id).await.is_some(),
+                    None => false,
+                }
+            },
+            Duration::from_secs(5),
+        )
+        .await;
+    assert!(
+        ready.is_ok(),
+        "extension did not register and poll /event/next within 5 s; exit status: {:?}",
+        *status.lock().unwrap()
+    );
+    let subscription = sim
+        .get_telemetry_events_by_type("platform.telemetrySubscription")
+        .await;
+    assert_eq!(subscription.len(), 1, "one subscription: {subscription:?}");
+    // (Its `name` is "unknown": the simulator reads it from a Lambda-Extension-Name header on
+    // the PUT, which Lambda does not ask for; the identifier is what identifies the extension.)
+    assert_eq!(subscription[0].record["state"], "Subscribed");
+
+    spawn_runtime(sim.runtime_api_url());
+
+    let mut request_ids = Vec::new();
+    for i in 0..INVOCATIONS {
+        let invocation = InvocationBuilder::new()
+            .payload(json!({"telemetry": i}))
+            .timeout_ms(5_000)
+            .build()
+            .unwrap();
+        let request_id = sim.enqueue(invocation).await;
+        sim.wait_for_invocation_complete(&request_id, Duration::from_secs(5))
+            .await
+            .expect("the test runtime answers the invocation");
+        sim.wait_for_extensions_ready(&request_id, Duration::from_secs(5))
+            .await
+            .expect("the extension calls /event/next again after the handler");
+        // platform.report is emitted once the extension is ready, by a task of its own.
+        sim.wait_for(
+            || async {
+                let reports = sim.get_telemetry_events_by_type("platform.report").await;
+                reports.iter().any(|e| e.record["requestId"] == *request_id)
+            },
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("the simulator emits platform.report for the invocation");
+        if delivery == Delivery::DuringInvokes {
+            let expected = deliverable(&sim).await;
+            let arrived = eventually(Duration::from_secs(5), || {
+                batches_received(&out).concat() == expected
+            })
+            .await;
+            assert!(
+                arrived,
+                "invocation {i}: the simulator's records did not reach the telemetry command \
+                 within 5 s\nexpected: {expected:#?}\nreceived: {:#?}",
+                batches_received(&out)
+            );
+        }
+        request_ids.push(request_id);
+    }
+    assert!(
+        status.lock().unwrap().is_none(),
+        "extension exited before SHUTDOWN: {:?}",
+        *status.lock().unwrap()
+    );
+    if delivery == Delivery::AtShutdown {
+        // The report was captured just before it was buffered for delivery: let it be buffered,
+        // so that graceful_shutdown's flush takes it.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let early = batches_received(&out).concat();
+        assert!(
+            request_ids
+                .iter()
+                .all(|id| !has_record(&early, "platform.start", id)),
+            "records delivered before SHUTDOWN: the 30 s buffering did not hold them: {early:#?}"
+        );
+    }
+    let expected = deliverable(&sim).await;
+
+    // SHUTDOWN (the simulator flushes its buffers first, then consumes itself).
+    sim.graceful_shutdown(ShutdownReason::Spindown).await;
+    let exit = wait_exit(&status, Duration::from_secs(5))
+        .await
+        .expect("extension exits within 5 s of SHUTDOWN");
+    assert_eq!(exit.code(), Some(0), "exit status after SHUTDOWN: {exit:?}");
+
+    // Every record the simulator could deliver reached the command, in order, each batch a
+    // JSON array run through the command once with its item count.
+    let batches = batches_received(&out);
+    assert!(
+        !batches.is_empty(),
+        "the telemetry command never ran (or wrote nothing)"
+    );
+    let received = batches.concat();
+    assert_eq!(
+        received, expected,
+        "the records the telemetry command got vs what the simulator emitted"
+    );
+    for id in &request_ids {
+        for kind in ["platform.start", "platform.runtimeDone", "platform.report"] {
+            let n = received
+                .iter()
+                .filter(|r| r["type"] == kind && r["record"]["requestId"] == id.as_str())
+                .count();
+            assert_eq!(n, 1, "{kind} of {id} reached the command {n} times");
+        }
+    }
+    for kind in ["platform.initRuntimeDone", "platform.initReport"] {
+        assert!(
+            received.iter().any(|r| r["type"] == kind),
+            "{kind} did not reach the command"
+        );
+    }
+    let items = std::fs::read_to_string(out.join("telemetry-items.log")).unwrap();
+    let items: Vec<usize> = items.lines().map(|l| l.parse().unwrap()).collect();
+    let lengths: Vec<usize> = batches.iter().map(Vec::len).collect();
+    assert_eq!(items, lengths, "LAMBDA_TELEMETRY_BATCH_ITEMS of each run");
+    let stderr = std::fs::read_to_string(&stderr_log).unwrap();
+    let counts = format!(
+        "telemetry: {n} batches received, {n} delivered",
+        n = batches.len()
+    );
+    assert!(stderr.contains(&counts), "no {counts:?} in:\n{stderr}");
+
+    // The event handler ran as without telemetry: each INVOKE, then SHUTDOWN.
+    let env = std::fs::read_to_string(out.join("env.log")).unwrap();
+    let kinds: Vec<&str> = env
+        .lines()
+        .map(|l| l.split('|').next().unwrap_or(""))
+        .collect();
+    assert_eq!(kinds, ["INVOKE", "INVOKE", "SHUTDOWN"], "{env}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn platform_telemetry_reaches_the_command_during_invokes() {
+    telemetry_interop(Delivery::DuringInvokes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn platform_telemetry_flushed_at_shutdown_is_delivered_before_exit() {
+    telemetry_interop(Delivery::AtShutdown).await;
 }
