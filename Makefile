@@ -98,8 +98,10 @@ profiles: targets
 
 # The benchmark (issue 4): the product side by side with the floor and the official crate, built
 # for $(BENCH_TARGET) release in separate cargo runs (each package keeps its own feature set),
-# then the bench-driver: one table on stdout, JSON in target/bench/results.json.
+# then the bench-driver: one table on stdout, then the telemetry section (throughput and loss of
+# --batches batches through a `cat >/dev/null` telemetry command), JSON in target/bench/results.json.
 #   make bench BENCH_ARGS="--rounds 3 --events 200 --programs floor,product-exec"
+#   make bench BENCH_ARGS="--batches 500 --programs product-exec,product-telemetry,product-telemetry-only"
 BENCH_TARGET ?= $(X86_TARGET)
 BENCH_DIR    := $(TARGET_DIR)/$(BENCH_TARGET)/release
 BENCH_ARGS   ?=
@@ -110,11 +112,12 @@ bench: targets
 	$(BENCH_DIR)/bench-driver --build "$(BENCH_TARGET) release" --out $(TARGET_DIR)/bench/results.json $(BENCH_ARGS)
 
 # A few events through the driver (debug builds, no official peer): the harness cannot rot, and
-# the product must speak the protocol exactly (the driver exits non-zero otherwise).
+# the product must speak the protocol exactly (the driver exits non-zero otherwise); 100
+# telemetry batches through the telemetry-only product, none lost.
 bench-smoke:
 	$(CARGO) build --bin $(BIN)
 	$(CARGO) build -p bench
-	$(TARGET_DIR)/debug/bench-driver --quick --programs floor,product-exec,product-shutdown-only \
+	$(TARGET_DIR)/debug/bench-driver --quick --programs floor,product-exec,product-shutdown-only,product-telemetry,product-telemetry-only \
 		--product $(TARGET_DIR)/debug/$(BIN) --build "debug (smoke)" --out $(TARGET_DIR)/bench/smoke.json
 
 clean:

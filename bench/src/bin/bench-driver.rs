@@ -17,13 +17,24 @@
 //!   every descendant it waited for (a maximum over the tree, not a sum);
 //! - exit status, and whether the extension spoke the protocol exactly as expected.
 //!
+//! Telemetry: `PUT /2022-07-01/telemetry` is answered 200 `OK` (as Lambda does) for the programs
+//! with telemetry configured, and the driver then plays the Telemetry API too: it reads the
+//! listener's port from the destination URI (`http://sandbox.localdomain:<port>`), connects to
+//! 127.0.0.1 and POSTs batches one at a time, each after the previous was answered, while the
+//! extension waits in `/event/next` before SHUTDOWN (see [`Telemetry`]). For the throughput load
+//! it records the accept time (first POST written → last 200 read) and the time to the exit
+//! (first POST written → exit seen: the extension runs the command on every batch before it
+//! exits); every run must log `telemetry: N batches received, N delivered` with N the batches
+//! answered 200, or it misbehaved.
+//!
 //! Programs are interleaved round by round (A B C … A B C …); each program is compared with its
 //! floor measured in the same round. The driver pins itself to one CPU and the extension (and so
 //! its children) to another when the machine has two. A single thread serves every connection with
 //! poll(2); requests are read and answered as they arrive, responses go out in one write.
 //!
 //! Exit status: 0 when every run behaved, 1 when any misbehaved (wrong exit status, wrong request
-//! counts, an init/error or exit/error post, a request after SHUTDOWN), 2 on a usage error.
+//! counts, an init/error or exit/error post, a request after SHUTDOWN, a telemetry batch refused
+//! or not delivered), 2 on a usage error.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -65,7 +76,24 @@ struct Program {
     floor: Option<&'static str>,
     /// Registered for SHUTDOWN only: gets no INVOKE, must make exactly one /event/next.
     shutdown_only: bool,
+    /// What the driver does as the Telemetry API for it.
+    telemetry: Telemetry,
     description: &'static str,
+}
+
+/// The driver's part as Lambda's Telemetry API.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Telemetry {
+    /// No telemetry configured: a `PUT /2022-07-01/telemetry` is a problem.
+    Off,
+    /// Subscribed next to an event handler: the PUT is answered 200 and, just before SHUTDOWN,
+    /// the `platform.report` of every INVOKE is POSTed to its listener (one batch per 1000, as
+    /// Lambda's default `maxItems`), so that it has no report to wait for at SHUTDOWN.
+    Reports,
+    /// Telemetry-only (SHUTDOWN only): at its one `/event/next`, `--batches` realistic batches
+    /// are POSTed to its listener one after the other, each once the previous was answered (as
+    /// Lambda does), then SHUTDOWN; it must deliver every one before it exits.
+    Load,
 }
 
 fn programs() -> Vec<Program> {
@@ -77,6 +105,7 @@ fn programs() -> Vec<Program> {
             env: vec![("BENCH_HANDLER", "/bin/true".into())],
             floor: None,
             shutdown_only: false,
+            telemetry: Telemetry::Off,
             description: "raw TcpStream GET + spawn/wait /bin/true per event (stdin null)",
         },
         Program {
@@ -85,6 +114,7 @@ fn programs() -> Vec<Program> {
             env: vec![],
             floor: None,
             shutdown_only: false,
+            telemetry: Telemetry::Off,
             description: "raw TcpStream GET per event, spawns nothing",
         },
         Program {
@@ -93,6 +123,7 @@ fn programs() -> Vec<Program> {
             env: vec![("BENCH_HANDLER", sh_argv.clone())],
             floor: None,
             shutdown_only: false,
+            telemetry: Telemetry::Off,
             description: "raw TcpStream GET + spawn/wait /bin/sh -c 'cat >/dev/null' per event",
         },
         Program {
@@ -101,6 +132,7 @@ fn programs() -> Vec<Program> {
             env: vec![("BENCH_HANDLER", "/bin/true".into())],
             floor: Some("floor"),
             shutdown_only: false,
+            telemetry: Telemetry::Off,
             description: "lambda-extension crate + tokio::process /bin/true, event JSON on stdin",
         },
         Program {
@@ -109,6 +141,7 @@ fn programs() -> Vec<Program> {
             env: vec![("BENCH_HANDLER", sh_argv)],
             floor: Some("floor-sh"),
             shutdown_only: false,
+            telemetry: Telemetry::Off,
             description: "lambda-extension crate + tokio::process sh -c 'cat >/dev/null'",
         },
         Program {
@@ -117,6 +150,7 @@ fn programs() -> Vec<Program> {
             env: vec![("SHELL_EXT_HANDLER", "/bin/true".into())],
             floor: Some("floor"),
             shutdown_only: false,
+            telemetry: Telemetry::Off,
             description: "SHELL_EXT_HANDLER=/bin/true (exec'd directly)",
         },
         Program {
@@ -129,6 +163,7 @@ fn programs() -> Vec<Program> {
             ],
             floor: Some("floor"),
             shutdown_only: false,
+            telemetry: Telemetry::Off,
             description: "as product-exec, with RUST_LOG=warn (no log line per event)",
         },
         Program {
@@ -140,6 +175,7 @@ fn programs() -> Vec<Program> {
             env: vec![("SHELL_EXT_HANDLER", SH_HANDLER.into())],
             floor: Some("floor-sh"),
             shutdown_only: false,
+            telemetry: Telemetry::Off,
             description: "SHELL_EXT_HANDLER=\"cat >/dev/null\": shell mode, spawns /bin/sh -c 'cat >/dev/null'",
         },
         Program {
@@ -151,13 +187,38 @@ fn programs() -> Vec<Program> {
             ],
             floor: Some("floor"),
             shutdown_only: true,
+            telemetry: Telemetry::Off,
             description: "SHELL_EXT_EVENTS=SHUTDOWN, handler /bin/true at SHUTDOWN only",
+        },
+        Program {
+            name: "product-telemetry",
+            binary: Binary::Product,
+            // product-exec with telemetry configured: what that costs is this minus product-exec.
+            env: vec![
+                ("SHELL_EXT_HANDLER", "/bin/true".into()),
+                ("SHELL_EXT_TELEMETRY_HANDLER", SH_HANDLER.into()),
+            ],
+            floor: Some("floor"),
+            shutdown_only: false,
+            telemetry: Telemetry::Reports,
+            description: "as product-exec, plus SHELL_EXT_TELEMETRY_HANDLER=\"cat >/dev/null\" (the reports come in one batch before SHUTDOWN)",
+        },
+        Program {
+            name: "product-telemetry-only",
+            binary: Binary::Product,
+            env: vec![("SHELL_EXT_TELEMETRY_HANDLER", SH_HANDLER.into())],
+            floor: Some("floor"),
+            shutdown_only: true,
+            telemetry: Telemetry::Load,
+            description: "no SHELL_EXT_HANDLER, SHELL_EXT_TELEMETRY_HANDLER=\"cat >/dev/null\": SHUTDOWN only, --batches batches POSTed at its /event/next",
         },
     ]
 }
 
 struct Options {
     events: usize,
+    /// Telemetry batches per run of a `Telemetry::Load` program.
+    batches: usize,
     rounds: usize,
     warmup: usize,
     programs: Option<Vec<String>>,
@@ -168,7 +229,7 @@ struct Options {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: bench-driver [--events N] [--rounds R] [--warmup N] [--quick] [--programs a,b,...]\n\
+        "usage: bench-driver [--events N] [--batches N] [--rounds R] [--warmup N] [--quick] [--programs a,b,...]\n\
          \x20                   [--product PATH] [--floor PATH] [--official PATH] [--out FILE] [--build LABEL]\n\
          programs: {}\n\
          binaries default to the driver's own directory; --out defaults to target/bench/results.json",
@@ -188,6 +249,7 @@ fn parse_options() -> Options {
         .unwrap_or_default();
     let mut options = Options {
         events: 500,
+        batches: 2000,
         rounds: 5,
         warmup: 20,
         programs: None,
@@ -203,10 +265,12 @@ fn parse_options() -> Options {
         let mut value = || args.next().unwrap_or_else(|| usage());
         match arg.as_str() {
             "--events" => options.events = value().parse().unwrap_or_else(|_| usage()),
+            "--batches" => options.batches = value().parse().unwrap_or_else(|_| usage()),
             "--rounds" => options.rounds = value().parse().unwrap_or_else(|_| usage()),
             "--warmup" => options.warmup = value().parse().unwrap_or_else(|_| usage()),
             "--quick" => {
                 options.events = 5;
+                options.batches = 100;
                 options.rounds = 1;
                 options.warmup = 0;
             }
@@ -231,7 +295,7 @@ fn parse_options() -> Options {
             _ => usage(),
         }
     }
-    if options.rounds == 0 || (options.events == 0) {
+    if options.rounds == 0 || options.events == 0 || options.batches == 0 {
         usage();
     }
     options
@@ -290,6 +354,18 @@ struct Run {
     nexts: usize,
     invokes: usize,
     connections: usize,
+    /// `PUT /2022-07-01/telemetry` requests.
+    telemetry_puts: usize,
+    /// Telemetry batches POSTed to the listener and answered 200, and their bytes.
+    telemetry_sent: usize,
+    telemetry_bytes: usize,
+    /// First telemetry POST written → the 200 of the last one read.
+    telemetry_accept_us: Option<f64>,
+    /// First telemetry POST written → the process's exit seen (it delivers all before exiting).
+    telemetry_to_exit_us: Option<f64>,
+    /// From its `telemetry: N batches received, M delivered` log line.
+    telemetry_received: Option<u64>,
+    telemetry_delivered: Option<u64>,
     problems: Vec<String>,
 }
 
@@ -411,6 +487,7 @@ fn run_once(
     listener: &TcpListener,
     prepared: &Prepared,
     events: usize,
+    batches: usize,
     pinning: Option<(usize, usize)>,
 ) -> Run {
     let program = prepared.program;
@@ -452,11 +529,20 @@ fn run_once(
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default();
     let invokes_wanted = if program.shutdown_only { 0 } else { events };
-    let time_limit = Duration::from_secs(15) + Duration::from_millis(50) * events as u32;
+    let batches_wanted = if program.telemetry == Telemetry::Load {
+        batches
+    } else {
+        0
+    };
+    let time_limit = Duration::from_secs(15)
+        + Duration::from_millis(50) * events as u32
+        + Duration::from_millis(20) * batches_wanted as u32;
 
     let mut conns: Vec<Conn> = Vec::new();
     let mut invoke_written: Option<Instant> = None;
     let mut shutdown_written: Option<Instant> = None;
+    let mut telemetry_port: Option<u16> = None;
+    let mut first_post: Option<Instant> = None;
     let mut chunk = [0u8; 16384];
     loop {
         let elapsed = started.elapsed();
@@ -571,8 +657,9 @@ fn run_once(
                             run.invokes += 1;
                             let i = run.invokes;
                             let body = format!(
-                                r#"{{"eventType":"INVOKE","deadlineMs":{},"requestId":"8476a536-e9f4-11e8-9739-{i:012x}","invokedFunctionArn":"arn:aws:lambda:us-east-1:123456789012:function:bench","tracing":{{"type":"X-Amzn-Trace-Id","value":"Root=1-5bef4de7-ad49b0e87f6ef6c87fc2e700;Parent=9a9197af755a6419;Sampled=1"}}}}"#,
-                                epoch_ms() + 5000
+                                r#"{{"eventType":"INVOKE","deadlineMs":{},"requestId":"{}","invokedFunctionArn":"arn:aws:lambda:us-east-1:123456789012:function:bench","tracing":{{"type":"X-Amzn-Trace-Id","value":"Root=1-5bef4de7-ad49b0e87f6ef6c87fc2e700;Parent=9a9197af755a6419;Sampled=1"}}}}"#,
+                                epoch_ms() + 5000,
+                                request_id(i)
                             );
                             let event_id = format!("b1f0c1de-0000-4000-8000-{i:012x}");
                             let bytes = response(
@@ -583,6 +670,26 @@ fn run_once(
                             );
                             invoke_written = Some(reply(&bytes));
                         } else {
+                            // Lambda's telemetry for this run, while the extension waits in
+                            // /event/next: the load, or the reports of its INVOKEs.
+                            let batches = match program.telemetry {
+                                Telemetry::Off => Vec::new(),
+                                Telemetry::Reports => report_batches(run.invokes),
+                                Telemetry::Load => (1..=batches_wanted).map(load_batch).collect(),
+                            };
+                            match (telemetry_port, batches.is_empty()) {
+                                (_, true) => {}
+                                (None, false) => run
+                                    .problems
+                                    .push("no telemetry subscription before /event/next".into()),
+                                (Some(port), false) => {
+                                    first_post = Some(Instant::now());
+                                    post_batches(port, &batches, &mut run);
+                                    if let Some(first) = first_post {
+                                        run.telemetry_accept_us = Some(micros(first.elapsed()));
+                                    }
+                                }
+                            }
                             run.vm_hwm_kib = vm_hwm_kib(pid);
                             let body = format!(
                                 r#"{{"eventType":"SHUTDOWN","shutdownReason":"spindown","deadlineMs":{}}}"#,
@@ -590,6 +697,23 @@ fn run_once(
                             );
                             shutdown_written = Some(reply(&response("200 OK", None, &[], &body)));
                         }
+                    }
+                    ("PUT", "/2022-07-01/telemetry") => {
+                        run.telemetry_puts += 1;
+                        if program.telemetry == Telemetry::Off {
+                            run.problems
+                                .push("telemetry subscription without telemetry configured".into());
+                        }
+                        if request.header("Lambda-Extension-Identifier") != Some(EXTENSION_ID) {
+                            run.problems
+                                .push("telemetry PUT without the identifier".into());
+                        }
+                        match subscription_port(&request.body) {
+                            Ok(port) => telemetry_port = Some(port),
+                            Err(problem) => run.problems.push(problem),
+                        }
+                        // What Lambda answers an accepted subscription.
+                        reply(&response("200 OK", Some("text/plain"), &[], "OK"));
                     }
                     ("POST", "/2020-01-01/extension/init/error")
                     | ("POST", "/2020-01-01/extension/exit/error") => {
@@ -622,6 +746,9 @@ fn run_once(
         if fds[1].revents != 0 {
             if let Some(written) = shutdown_written {
                 run.shutdown_to_exit_us = Some(micros(woke - written));
+            }
+            if let Some(first) = first_post {
+                run.telemetry_to_exit_us = Some(micros(woke - first));
             }
             reap(pid, &mut run);
             break;
@@ -659,7 +786,195 @@ fn run_once(
             run.exit.as_deref().unwrap_or("unknown")
         ));
     }
+    if program.telemetry != Telemetry::Off {
+        check_telemetry(&prepared.log, &mut run);
+    }
     run
+}
+
+/// The request id of the `i`th INVOKE of a run (from 1).
+fn request_id(i: usize) -> String {
+    format!("8476a536-e9f4-11e8-9739-{i:012x}")
+}
+
+/// The listener's port, from the subscription's destination `http://sandbox.localdomain:<port>`
+/// (the listener is on this machine: the driver connects to 127.0.0.1).
+fn subscription_port(body: &[u8]) -> Result<u16, String> {
+    let subscription: Value = serde_json::from_slice(body)
+        .map_err(|error| format!("telemetry PUT body is not JSON: {error}"))?;
+    let uri = subscription["destination"]["URI"].as_str().unwrap_or("");
+    uri.strip_prefix("http://sandbox.localdomain:")
+        .and_then(|port| port.trim_end_matches('/').parse().ok())
+        .ok_or_else(|| {
+            format!("telemetry destination {uri:?} is not http://sandbox.localdomain:<port>")
+        })
+}
+
+const TIME: &str = "2026-12-01T12:00:00.000Z";
+
+fn report_record(id: &str) -> String {
+    format!(
+        r#"{{"time":"{TIME}","type":"platform.report","record":{{"requestId":"{id}","status":"success","metrics":{{"durationMs":1.25,"billedDurationMs":2,"memorySizeMB":128,"maxMemoryUsedMB":31}},"tracing":{{"type":"X-Amzn-Trace-Id","value":"Root=1-5bef4de7-ad49b0e87f6ef6c87fc2e700;Parent=9a9197af755a6419;Sampled=1"}}}}}}"#
+    )
+}
+
+/// The `platform.report` of INVOKEs 1 to `invokes`, 1000 records a batch at most.
+fn report_batches(invokes: usize) -> Vec<Vec<u8>> {
+    let records: Vec<String> = (1..=invokes)
+        .map(|i| report_record(&request_id(i)))
+        .collect();
+    records
+        .chunks(1000)
+        .map(|chunk| format!("[{}]", chunk.join(",")).into_bytes())
+        .collect()
+}
+
+/// Batch `i` of the throughput load: one invocation's telemetry as Lambda batches it, about
+/// 1.5 KiB: platform.start, two function log lines, platform.runtimeDone, platform.report.
+fn load_batch(i: usize) -> Vec<u8> {
+    let id = format!("c0ffee00-0000-4000-8000-{i:012x}");
+    let trace = r#"{"type":"X-Amzn-Trace-Id","value":"Root=1-5bef4de7-ad49b0e87f6ef6c87fc2e700;Parent=9a9197af755a6419;Sampled=1"}"#;
+    format!(
+        concat!(
+            r#"[{{"time":"{t}","type":"platform.start","record":{{"requestId":"{id}","version":"$LATEST","tracing":{tr}}}}},"#,
+            r#"{{"time":"{t}","type":"function","record":"{t}	{id}	INFO	order {i} accepted: 3 items, total 42.50 EUR, customer 1f3a9c
+"}},"#,
+            r#"{{"time":"{t}","type":"function","record":"{t}	{id}	INFO	order {i} stored in 11 ms (table orders, partition 7)
+"}},"#,
+            r#"{{"time":"{t}","type":"platform.runtimeDone","record":{{"requestId":"{id}","status":"success","metrics":{{"durationMs":12.52,"producedBytes":57}},"spans":[{{"name":"responseLatency","start":"{t}","durationMs":11.9}},{{"name":"responseDuration","start":"{t}","durationMs":0.1}}],"tracing":{tr}}}}},"#,
+            r#"{{"time":"{t}","type":"platform.report","record":{{"requestId":"{id}","status":"success","metrics":{{"durationMs":12.87,"billedDurationMs":13,"memorySizeMB":128,"maxMemoryUsedMB":31}},"tracing":{tr}}}}}]"#,
+        ),
+        t = TIME,
+        id = id,
+        i = i,
+        tr = trace,
+    )
+    .into_bytes()
+}
+
+/// POSTs `batches` to the listener on 127.0.0.1:`port`, one at a time on one connection (a new
+/// one if it is closed), each once the previous was answered: a batch answered other than 200,
+/// or not answered, is a problem (and ends the load).
+fn post_batches(port: u16, batches: &[Vec<u8>], run: &mut Run) {
+    let mut stream: Option<TcpStream> = None;
+    for body in batches {
+        let mut outcome = Err(String::new());
+        for _attempt in 0..2 {
+            let conn = match stream.take() {
+                Some(conn) => conn,
+                None => match TcpStream::connect(("127.0.0.1", port)) {
+                    Ok(conn) => {
+                        conn.set_nodelay(true).ok();
+                        // Backpressure answers late, but a run of the command lasts 30 s at most.
+                        conn.set_read_timeout(Some(Duration::from_secs(40))).ok();
+                        conn
+                    }
+                    Err(error) => {
+                        outcome = Err(format!("cannot connect to the telemetry listener: {error}"));
+                        break;
+                    }
+                },
+            };
+            outcome = post_one(&conn, port, body);
+            if outcome.is_ok() {
+                stream = Some(conn);
+                break;
+            }
+        }
+        match outcome {
+            Ok(200) => {
+                run.telemetry_sent += 1;
+                run.telemetry_bytes += body.len();
+            }
+            Ok(status) => {
+                run.problems.push(format!(
+                    "telemetry batch {} answered {status}",
+                    run.telemetry_sent + 1
+                ));
+                return;
+            }
+            Err(problem) => {
+                run.problems.push(format!(
+                    "telemetry batch {}: {problem}",
+                    run.telemetry_sent + 1
+                ));
+                return;
+            }
+        }
+    }
+}
+
+/// One POST and its answer's status; the connection stays usable unless the answer says close.
+fn post_one(mut conn: &TcpStream, port: u16, body: &[u8]) -> Result<u16, String> {
+    let mut request = format!(
+        "POST / HTTP/1.1\r\nHost: sandbox.localdomain:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    conn.write_all(&request)
+        .map_err(|error| format!("write failed: {error}"))?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        // The answer's head, then its Content-Length bytes (parse_request reads a response as
+        // well: its "method" is the version, its "path" the status).
+        if let Some(parsed) = parse_request(&mut buf) {
+            let answer = parsed?;
+            return answer
+                .path
+                .parse()
+                .map_err(|_| format!("unreadable answer {} {}", answer.method, answer.path));
+        }
+        match conn.read(&mut chunk) {
+            Ok(0) => return Err("connection closed before the answer".into()),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(error) => return Err(format!("no answer: {error}")),
+        }
+    }
+}
+
+/// After the run: one subscription, and the extension's `telemetry: N batches received, M
+/// delivered` line saying that every batch sent was received and delivered.
+fn check_telemetry(log: &Path, run: &mut Run) {
+    if run.telemetry_puts != 1 {
+        run.problems.push(format!(
+            "{} telemetry subscriptions, expected 1",
+            run.telemetry_puts
+        ));
+    }
+    let text = fs::read_to_string(log).unwrap_or_default();
+    match telemetry_counts(&text) {
+        Some((received, delivered)) => {
+            run.telemetry_received = Some(received);
+            run.telemetry_delivered = Some(delivered);
+            let sent = run.telemetry_sent as u64;
+            if received != sent || delivered != sent {
+                run.problems.push(format!(
+                    "telemetry: {sent} batches sent, {received} received, {delivered} delivered"
+                ));
+            }
+        }
+        None => run
+            .problems
+            .push("no \"telemetry: N batches received, M delivered\" line in its log".into()),
+    }
+}
+
+/// The counts of the last `telemetry: N batches received, M delivered…` line.
+fn telemetry_counts(log: &str) -> Option<(u64, u64)> {
+    log.lines().rev().find_map(|line| {
+        let (_, rest) = line.split_once("telemetry: ")?;
+        let words: Vec<&str> = rest.split_whitespace().collect();
+        match words.as_slice() {
+            [received, "batches", "received,", delivered, delivered_word, ..]
+                if delivered_word.starts_with("delivered") =>
+            {
+                Some((received.parse().ok()?, delivered.parse().ok()?))
+            }
+            _ => None,
+        }
+    })
 }
 
 fn reap(pid: u32, run: &mut Run) {
@@ -884,7 +1199,7 @@ fn main() {
     let mut failures = Vec::new();
     if options.warmup > 0 {
         for p in &prepared {
-            let run = run_once(&listener, p, options.warmup, pinning);
+            let run = run_once(&listener, p, options.warmup, options.warmup, pinning);
             if !run.problems.is_empty() {
                 failures.push(format!(
                     "{} (warm-up): {}",
@@ -898,7 +1213,7 @@ fn main() {
     let mut results: Vec<Vec<Run>> = vec![Vec::new(); prepared.len()];
     for round in 0..options.rounds {
         for (index, p) in prepared.iter().enumerate() {
-            let run = run_once(&listener, p, options.events, pinning);
+            let run = run_once(&listener, p, options.events, options.batches, pinning);
             if !run.problems.is_empty() {
                 failures.push(format!(
                     "{} (round {}): {}",
@@ -1036,6 +1351,13 @@ fn main() {
                 "event_next_requests": r.nexts,
                 "invokes": r.invokes,
                 "connections": r.connections,
+                "telemetry_subscriptions": r.telemetry_puts,
+                "telemetry_batches_sent": r.telemetry_sent,
+                "telemetry_bytes_sent": r.telemetry_bytes,
+                "telemetry_accept_us": r.telemetry_accept_us,
+                "telemetry_to_exit_us": r.telemetry_to_exit_us,
+                "telemetry_batches_received": r.telemetry_received,
+                "telemetry_batches_delivered": r.telemetry_delivered,
                 "problems": r.problems,
                 "per_event_us": r.per_event_us.iter().map(|v| (v * 10.0).round() / 10.0).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
@@ -1136,6 +1458,146 @@ fn main() {
         }
     }
 
+    // Telemetry: throughput and loss of each program the driver sent batches to, and what
+    // having telemetry configured costs (product-telemetry against product-exec, same round).
+    let mut telemetry_rows = Vec::new();
+    let mut json_telemetry = Vec::new();
+    for (index, p) in prepared.iter().enumerate() {
+        if p.program.telemetry == Telemetry::Off {
+            continue;
+        }
+        let runs = &results[index];
+        let rate = |us: Option<f64>, r: &Run| us.map(|us| r.telemetry_sent as f64 / (us / 1e6));
+        let accept: Vec<f64> = runs
+            .iter()
+            .filter_map(|r| rate(r.telemetry_accept_us, r))
+            .collect();
+        let through: Vec<f64> = runs
+            .iter()
+            .filter_map(|r| rate(r.telemetry_to_exit_us, r))
+            .collect();
+        let sent: u64 = runs.iter().map(|r| r.telemetry_sent as u64).sum();
+        let bytes: u64 = runs.iter().map(|r| r.telemetry_bytes as u64).sum();
+        let received: u64 = runs.iter().filter_map(|r| r.telemetry_received).sum();
+        let delivered: u64 = runs.iter().filter_map(|r| r.telemetry_delivered).sum();
+        let lost = sent as i64 - delivered as i64;
+        let load = p.program.telemetry == Telemetry::Load;
+        let spread = |values: &[f64]| {
+            let low = values.iter().copied().fold(f64::INFINITY, f64::min);
+            let high = values.iter().copied().fold(0.0, f64::max);
+            if values.is_empty() {
+                "-".to_owned()
+            } else {
+                format!("{low:.0}–{high:.0}")
+            }
+        };
+        telemetry_rows.push(vec![
+            p.program.name.to_owned(),
+            format!("{}", sent / options.rounds as u64),
+            bytes
+                .checked_div(sent)
+                .map_or("-".into(), |b| b.to_string()),
+            if load {
+                fmt_opt(median(&accept), 1.0, 0)
+            } else {
+                "-".into()
+            },
+            if load { spread(&accept) } else { "-".into() },
+            if load {
+                fmt_opt(median(&through), 1.0, 0)
+            } else {
+                "-".into()
+            },
+            if load { spread(&through) } else { "-".into() },
+            sent.to_string(),
+            received.to_string(),
+            delivered.to_string(),
+            lost.to_string(),
+        ]);
+        json_telemetry.push(json!({
+            "program": p.program.name,
+            "mode": if load { "load" } else { "reports before SHUTDOWN" },
+            "batches_per_run": sent / options.rounds as u64,
+            "bytes_per_batch": bytes.checked_div(sent),
+            "accept_batches_per_s_median": if load { median(&accept) } else { None },
+            "through_command_batches_per_s_median": if load { median(&through) } else { None },
+            "accept_batches_per_s": if load { accept } else { Vec::new() },
+            "through_command_batches_per_s": if load { through } else { Vec::new() },
+            "sent": sent,
+            "received": received,
+            "delivered": delivered,
+            "lost": lost,
+        }));
+    }
+    let telemetry_cost = match (index_of("product-telemetry"), index_of("product-exec")) {
+        (Some(with), Some(without)) => {
+            let (cold, _) = per_round(with, without, &|r| r.cold_start_us);
+            let (event, _) = per_round(with, without, &|r| median(&r.per_event_us));
+            let (hwm, _) = per_round(with, without, &|r| r.vm_hwm_kib.map(|v| v as f64));
+            let (shut, _) = per_round(with, without, &|r| r.shutdown_to_exit_us);
+            Some((cold, event, hwm, shut))
+        }
+        _ => None,
+    };
+    if !telemetry_rows.is_empty() {
+        let header = [
+            "program",
+            "batches/run",
+            "B/batch",
+            "accept/s",
+            "range",
+            "through cmd/s",
+            "range",
+            "sent",
+            "received",
+            "delivered",
+            "lost",
+        ];
+        let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+        for row in &telemetry_rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let line = |cells: &[String]| {
+            let mut out = String::new();
+            for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+                let pad = " ".repeat(w - cell.chars().count());
+                if i == 0 {
+                    out.push_str(&format!("{cell}{pad} "));
+                } else {
+                    out.push_str(&format!("{pad}{cell} "));
+                }
+            }
+            out.trim_end().to_owned()
+        };
+        println!();
+        println!("telemetry (the driver as the Telemetry API, one batch at a time, each after the previous 200)");
+        println!();
+        println!(
+            "{}",
+            line(&header.iter().map(|h| h.to_string()).collect::<Vec<_>>())
+        );
+        for row in &telemetry_rows {
+            println!("{}", line(row));
+        }
+        println!();
+        println!("accept/s = batches / (first POST written → last 200 read); through cmd/s = batches / (first POST");
+        println!("written → the extension's exit after SHUTDOWN: it runs the command on every batch before exiting);");
+        println!("medians over rounds, range = min–max over rounds. received/delivered: its `telemetry: N batches");
+        println!("received, M delivered` log line; lost = sent − delivered (any loss fails the run). product-telemetry");
+        println!("gets its INVOKEs' platform.report in one batch just before SHUTDOWN.");
+    }
+    if let Some((cold, event, hwm, shut)) = telemetry_cost {
+        println!(
+            "telemetry configured (product-telemetry − product-exec, same round, median over rounds): cold {} ms, per event {} µs, VmHWM {} KiB, shut→exit {} ms",
+            cold.map_or("-".into(), |v| format!("{:+.2}", v / 1000.0)),
+            event.map_or("-".into(), |v| format!("{v:+.0}")),
+            hwm.map_or("-".into(), |v| format!("{v:+.0}")),
+            shut.map_or("-".into(), |v| format!("{:+.2}", v / 1000.0)),
+        );
+    }
+
     let report = json!({
         "date_utc": utc_date(now),
         "epoch_secs": now,
@@ -1159,6 +1621,21 @@ fn main() {
             "ratios": "median over rounds of program/floor (and program-floor) measured in the same round",
         },
         "programs": json_programs,
+        "telemetry": {
+            "batches_per_load_run": options.batches,
+            "programs": json_telemetry,
+            "configured_cost_vs_product_exec": telemetry_cost.map(|(cold, event, hwm, shut)| json!({
+                "cold_start_delta_us": cold,
+                "per_event_delta_us": event,
+                "vm_hwm_delta_kib": hwm,
+                "shutdown_to_exit_delta_us": shut,
+            })),
+            "definitions": {
+                "accept": "batches / (first POST written → the 200 of the last batch read)",
+                "through_command": "batches / (first POST written → the extension's exit seen on its pidfd, after SHUTDOWN)",
+                "lost": "batches answered 200 minus the delivered count of the extension's log line",
+            },
+        },
         "failures": failures,
     });
     if let Some(parent) = options.out.parent() {
