@@ -215,6 +215,8 @@ fn receive(listener: Listener, queue: &Queue) {
         queue.push(Batch::parse(body));
         acknowledgement.acknowledge();
     }
+    // Never stopped by the extension: the server itself died (for example no descriptor left).
+    warn!("telemetry: the listener stopped accepting connections; no more batches will arrive");
 }
 
 /// The delivery thread: one run of the command per batch, in arrival order, one at a time.
