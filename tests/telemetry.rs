@@ -359,7 +359,7 @@ fn batches_after_shutdown_are_drained_before_exit() {
     assert_eq!(batches_seen(&sb), [String::from_utf8(report).unwrap()]);
     assert!(ext
         .stderr_str()
-        .contains("telemetry: 1 batches received, 1 delivered"));
+        .contains("telemetry: 1 batch received, 1 delivered"));
 }
 
 /// Without the report, the SHUTDOWN deadline ends the wait, and the log says what was left.

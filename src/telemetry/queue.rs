@@ -35,7 +35,64 @@ struct Record {
     #[serde(rename = "type")]
     kind: String,
     #[serde(default)]
-    record: serde_json::Value,
+    record: RequestId,
+}
+
+/// The `requestId` of a record's object, read without building the rest of it (a batch is
+/// parsed on every delivery: a `serde_json::Value` of it took about 8 times its size).
+#[derive(Default)]
+struct RequestId(Option<String>);
+
+impl<'de> Deserialize<'de> for RequestId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RequestId;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a telemetry record")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RequestId, A::Error> {
+                let mut id = None;
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if key == "requestId" {
+                        id = map.next_value::<Option<String>>()?;
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                Ok(RequestId(id))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<RequestId, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(RequestId(None))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<RequestId, E> {
+                Ok(RequestId(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<RequestId, E> {
+                Ok(RequestId(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<RequestId, E> {
+                Ok(RequestId(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<RequestId, E> {
+                Ok(RequestId(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<RequestId, E> {
+                Ok(RequestId(None))
+            }
+            fn visit_unit<E>(self) -> Result<RequestId, E> {
+                Ok(RequestId(None))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 impl Batch {
@@ -58,8 +115,8 @@ impl Batch {
                     "platform.report" => &mut batch.reports,
                     _ => continue,
                 };
-                if let Some(id) = record.record.get("requestId").and_then(|id| id.as_str()) {
-                    ids.push(id.to_string());
+                if let Some(id) = record.record.0 {
+                    ids.push(id);
                 }
             }
         }
@@ -128,16 +185,18 @@ pub struct Queue {
     state: Mutex<State>,
     changed: Condvar,
     capacity_bytes: usize,
+    capacity_batches: usize,
 }
 
 impl Queue {
-    /// A queue that holds at most `capacity_bytes` of batches (but always at least one batch,
-    /// however large: a batch is never refused).
-    pub fn new(capacity_bytes: usize) -> Queue {
+    /// A queue that holds at most `capacity_batches` batches and `capacity_bytes` of them (but
+    /// always at least one batch, however large: a batch is never refused).
+    pub fn new(capacity_bytes: usize, capacity_batches: usize) -> Queue {
         Queue {
             state: Mutex::default(),
             changed: Condvar::new(),
             capacity_bytes,
+            capacity_batches,
         }
     }
 
@@ -168,7 +227,10 @@ impl Queue {
     /// Adds a batch, waiting while the queue is full.
     pub fn push(&self, batch: Batch) {
         let mut state = self.lock();
-        while !state.batches.is_empty() && state.bytes + batch.body.len() > self.capacity_bytes {
+        while !state.batches.is_empty()
+            && (state.bytes + batch.body.len() > self.capacity_bytes
+                || state.batches.len() >= self.capacity_batches)
+        {
             state = self.wait(state, None);
         }
         for id in &batch.starts {
@@ -303,7 +365,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_makes_the_pusher_wait_and_loses_nothing() {
-        let queue = Arc::new(Queue::new(10));
+        let queue = Arc::new(Queue::new(10, 100));
         let pusher = {
             let queue = queue.clone();
             thread::spawn(move || {
@@ -334,8 +396,25 @@ mod tests {
     }
 
     #[test]
+    fn the_batch_count_is_bounded_too() {
+        let queue = Arc::new(Queue::new(1 << 20, 2));
+        queue.push(batch("[1]"));
+        queue.push(batch("[2]"));
+        let pusher = {
+            let queue = queue.clone();
+            thread::spawn(move || queue.push(batch("[3]")))
+        };
+        thread::sleep(Duration::from_millis(50));
+        assert_eq!(queue.counts().received, 2, "a third batch got in");
+        let first = queue.next().unwrap();
+        pusher.join().unwrap();
+        assert_eq!(queue.counts().received, 3);
+        queue.delivered(&first);
+    }
+
+    #[test]
     fn waits_end_when_the_batches_arrive_or_the_time_is_up() {
-        let queue = Queue::new(1 << 20);
+        let queue = Queue::new(1 << 20, 100);
         let soon = || Instant::now() + Duration::from_millis(20);
         queue.note_invoke("a");
         assert!(!queue.wait_reports(soon()));

@@ -983,7 +983,7 @@ fn telemetry_counts(log: &str) -> Option<(u64, u64)> {
         let (_, rest) = line.split_once("telemetry: ")?;
         let words: Vec<&str> = rest.split_whitespace().collect();
         match words.as_slice() {
-            [received, "batches", "received,", delivered, delivered_word, ..]
+            [received, "batch" | "batches", "received,", delivered, delivered_word, ..]
                 if delivered_word.starts_with("delivered") =>
             {
                 Some((received.parse().ok()?, delivered.parse().ok()?))
