@@ -387,7 +387,7 @@ impl RegistrationClient {
         let name = self
             .extension_name
             .ok_or(ClientError::MissingExtensionName)?;
-        let base = format!("http://{}", runtime_api.trim_end_matches('/'));
+        let base = base_url(&runtime_api)?;
         let url = format!("{base}/{EXTENSIONS_API_VERSION}/extension/register");
         let body = to_json(request);
         let mut response = bounded(
@@ -600,6 +600,27 @@ impl InvocationClient {
 }
 
 /// The basename of `argv[0]`: the file name Lambda started.
+/// `http://host:port[/path]` from `AWS_LAMBDA_RUNTIME_API`, which Lambda sets to `host:port`;
+/// a leading `http://` (as cargo-lambda tells its users to export) is accepted, any other scheme
+/// is refused: the API is plain HTTP.
+fn base_url(runtime_api: &str) -> Result<String, ClientError> {
+    let address = runtime_api.trim().trim_end_matches('/');
+    let address = match address.get(..7) {
+        Some(scheme) if scheme.eq_ignore_ascii_case("http://") => &address[7..],
+        _ => address,
+    };
+    if let Some((scheme, _)) = address.split_once("://") {
+        return Err(ClientError::InvalidRequest {
+            endpoint: Endpoint::Register,
+            reason: format!(
+                "{RUNTIME_API_ENV} is {runtime_api:?}: the Lambda API is plain HTTP, not \
+                 {scheme}; set it to host:port (a leading http:// is accepted)"
+            ),
+        });
+    }
+    Ok(format!("http://{address}"))
+}
+
 fn default_extension_name() -> Option<String> {
     let argv0 = std::env::args_os().next()?;
     let name = std::path::Path::new(&argv0).file_name()?;

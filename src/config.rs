@@ -27,6 +27,12 @@ pub const TELEMETRY_TIMEOUT_MS_ENV: &str = "SHELL_EXT_TELEMETRY_TIMEOUT_MS";
 /// Set by Lambda: `on-demand`, `provisioned-concurrency`, `snap-start` or
 /// `lambda-managed-instances`.
 pub const INITIALIZATION_TYPE_ENV: &str = "AWS_LAMBDA_INITIALIZATION_TYPE";
+/// Lambda's advanced logging controls: `Text` or `JSON`.
+pub const LOG_FORMAT_ENV: &str = "AWS_LAMBDA_LOG_FORMAT";
+/// Lambda's advanced logging controls: `TRACE`, `DEBUG`, `INFO`, `WARN`, `ERROR` or `FATAL`.
+pub const LOG_LEVEL_ENV: &str = "AWS_LAMBDA_LOG_LEVEL";
+/// The env_logger filter; wins over `AWS_LAMBDA_LOG_LEVEL`.
+pub const RUST_LOG_ENV: &str = "RUST_LOG";
 
 const DEFAULT_TIMEOUT_MARGIN_MS: u64 = 100;
 
@@ -46,7 +52,9 @@ const DEFAULT_TIMEOUT_MARGIN_MS: u64 = 100;
                   with the environment variables shown below.",
     after_help = "Also read from the environment:\n  \
                   AWS_LAMBDA_RUNTIME_API  host:port of the Lambda API (set by Lambda)\n  \
-                  RUST_LOG                log filter of the extension's own lines [default: info]\n\n\
+                  RUST_LOG                log filter of the extension's own lines [default: info]\n  \
+                  AWS_LAMBDA_LOG_LEVEL    TRACE..FATAL: the level when RUST_LOG is unset\n  \
+                  AWS_LAMBDA_LOG_FORMAT   JSON: the extension's own lines as JSON [default: Text]\n\n\
                   Without Lambda: --check validates the configuration, --once FILE runs the \
                   handler once (sample events in scripts/events/), make demo runs a local emulator."
 )]
@@ -173,6 +181,83 @@ pub fn extension_name() -> String {
                 .map(|name| name.to_string_lossy().into_owned())
         })
         .unwrap_or_else(|| "lambda-shell-extension".into())
+}
+
+impl Initialization {
+    /// What to register for when the configuration is invalid (the extension still registers,
+    /// to report it): Managed Instances refuse an INVOKE registration.
+    pub fn fallback_events(self) -> EventSet {
+        match self {
+            Initialization::ManagedInstances => EventSet::ShutdownOnly,
+            Initialization::Standard => EventSet::InvokeAndShutdown,
+        }
+    }
+}
+
+/// How the extension writes its own log lines (`AWS_LAMBDA_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `[<name>] LEVEL message`: the default.
+    Text,
+    /// One JSON object per line, as Lambda's runtimes write with `AWS_LAMBDA_LOG_FORMAT=JSON`.
+    Json,
+}
+
+/// A level of `AWS_LAMBDA_LOG_LEVEL` (`FATAL` is [`LogLevel::Error`]: `log` has nothing above).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// `AWS_LAMBDA_LOG_FORMAT`: JSON (case-insensitive) or text (anything else, or unset).
+pub fn log_format() -> LogFormat {
+    parse_log_format(std::env::var(LOG_FORMAT_ENV).ok().as_deref())
+}
+
+/// `AWS_LAMBDA_LOG_LEVEL`: `None` when unset or blank.
+pub fn log_level() -> Result<Option<LogLevel>, ConfigError> {
+    parse_log_level(std::env::var(LOG_LEVEL_ENV).ok().as_deref())
+}
+
+/// `RUST_LOG`, the env_logger filter, when set and not blank.
+pub fn log_filter() -> Option<String> {
+    std::env::var(RUST_LOG_ENV)
+        .ok()
+        .filter(|filter| !filter.trim().is_empty())
+}
+
+fn parse_log_format(value: Option<&str>) -> LogFormat {
+    match value.map(str::trim) {
+        Some(v) if v.eq_ignore_ascii_case("json") => LogFormat::Json,
+        _ => LogFormat::Json,
+    }
+}
+
+fn parse_log_level(value: Option<&str>) -> Result<Option<LogLevel>, ConfigError> {
+    let Some(text) = value.map(str::trim).filter(|text| !text.is_empty()) else {
+        return Ok(None);
+    };
+    let level = match text.to_ascii_uppercase().as_str() {
+        "TRACE" => LogLevel::Trace,
+        "DEBUG" => LogLevel::Debug,
+        "INFO" => LogLevel::Info,
+        "WARN" => LogLevel::Warn,
+        "ERROR" | "FATAL" => LogLevel::Error,
+        _ => {
+            return Err(ConfigError {
+                variable: LOG_LEVEL_ENV,
+                problem: format!(
+                    "unknown level {text:?}; accepted values: TRACE, DEBUG, INFO, WARN, ERROR or \
+                     FATAL (using INFO)"
+                ),
+            })
+        }
+    };
+    Ok(Some(level))
 }
 
 /// Which events the extension registers for.
@@ -379,7 +464,41 @@ impl Config {
         let end_of_invoke = flush == Some(Flush::EndOfInvoke) && telemetry_line_set(options);
         let wants_invoke = handler.as_ref().is_some_and(Option::is_some) || end_of_invoke;
         let events = problems.keep(parse_events(options.events.as_deref(), wants_invoke));
-        if events == Some(EventSet::ShutdownOnly) && end_of_invoke {
+        let initialization = initialization();
+        let events_set = options
+            .events
+            .as_deref()
+            .is_some_and(|v| !v.trim().is_empty());
+        let events = match (initialization, events) {
+            (Initialization::ManagedInstances, Some(EventSet::InvokeAndShutdown)) if events_set => {
+                problems.0.push(ConfigError {
+                    variable: EVENTS_ENV,
+                    problem: format!(
+                        "names INVOKE, but Lambda Managed Instances deliver no INVOKE events to \
+                         extensions (they refuse the registration); set {EVENTS_ENV}=SHUTDOWN \
+                         (or unset it), and use {TELEMETRY_HANDLER_ENV} to see every request: \
+                         its platform.start and platform.report records carry each requestId"
+                    ),
+                });
+                Some(EventSet::ShutdownOnly)
+            }
+            (Initialization::ManagedInstances, Some(_)) => {
+                if end_of_invoke {
+                    problems.0.push(ConfigError {
+                        variable: TELEMETRY_FLUSH_ENV,
+                        problem: "end-of-invoke needs INVOKE events, which Lambda Managed \
+                                  Instances do not deliver to extensions; use background"
+                            .into(),
+                    });
+                }
+                Some(EventSet::ShutdownOnly)
+            }
+            (_, events) => events,
+        };
+        if initialization == Initialization::Standard
+            && events == Some(EventSet::ShutdownOnly)
+            && end_of_invoke
+        {
             problems.0.push(ConfigError {
                 variable: TELEMETRY_FLUSH_ENV,
                 problem: format!(
@@ -406,7 +525,7 @@ impl Config {
                 on_error,
                 timeout_margin,
                 telemetry,
-                initialization: initialization(),
+                initialization,
             }),
             _ => Err(ConfigErrors(problems.0)),
         }
@@ -452,7 +571,7 @@ fn parse_handler(
 }
 
 /// Where the environment runs, from `AWS_LAMBDA_INITIALIZATION_TYPE`.
-fn initialization() -> Initialization {
+pub fn initialization() -> Initialization {
     match std::env::var_os(INITIALIZATION_TYPE_ENV) {
         Some(kind) if kind == "lambda-managed-instances" => Initialization::ManagedInstances,
         _ => Initialization::Standard,
@@ -784,6 +903,21 @@ mod tests {
             assert_eq!(error.variable, TIMEOUT_MARGIN_ENV);
             assert!(error.problem.contains(bad), "{error}");
         }
+    }
+
+    #[test]
+    fn log_format_and_level() {
+        assert_eq!(parse_log_format(Some("json")), LogFormat::Json);
+        assert_eq!(parse_log_format(Some(" JSON ")), LogFormat::Json);
+        assert_eq!(parse_log_format(Some("Text")), LogFormat::Text);
+        assert_eq!(parse_log_format(None), LogFormat::Text);
+        assert_eq!(parse_log_level(None).unwrap(), None);
+        assert_eq!(parse_log_level(Some(" ")).unwrap(), None);
+        assert_eq!(parse_log_level(Some("debug")).unwrap(), Some(LogLevel::Debug));
+        assert_eq!(parse_log_level(Some("FATAL")).unwrap(), Some(LogLevel::Error));
+        let error = parse_log_level(Some("verbose")).unwrap_err();
+        assert_eq!(error.variable, LOG_LEVEL_ENV);
+        assert!(error.problem.contains("\"verbose\"") && error.problem.contains("FATAL"));
     }
 
     #[test]

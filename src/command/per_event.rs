@@ -59,7 +59,8 @@ impl PerEvent {
                     "LAMBDA_INVOKED_FUNCTION_ARN",
                     invoke.invoked_function_arn.as_str(),
                 ));
-                if let Some(tracing) = &invoke.tracing {
+                // cargo-lambda sends "tracing":{"value":""}: that is no trace.
+                if let Some(tracing) = invoke.tracing.as_ref().filter(|t| !t.value.is_empty()) {
                     env.push(("_X_AMZN_TRACE_ID", tracing.value.as_str()));
                 }
                 INVOKE_HINT

@@ -16,7 +16,7 @@ use log::{error, info, warn};
 use crate::api::{Event, NextEventResponse};
 use crate::client::{lambda_agent, ClientError, InvocationClient, RegistrationClient};
 use crate::command::{CommandFailure, Executor, Input, Leftovers, PerEvent, MANAGED_ENV};
-use crate::config::{Config, EventSet, OnError, Options, ON_ERROR_ENV};
+use crate::config::{Config, Initialization, OnError, Options, ON_ERROR_ENV};
 use summary::{Millis, Summary};
 use telemetry::{SetupFailed, Telemetry};
 
@@ -98,9 +98,10 @@ pub fn run(options: &Options) -> Exit {
     let config = Config::from_options(options);
     // An invalid configuration still registers, so that Lambda attributes the failure to this
     // extension (init/error) instead of timing out its Init.
+    let initialization = crate::config::initialization();
     let events = config
         .as_ref()
-        .map_or(EventSet::InvokeAndShutdown, |config| config.events);
+        .map_or(initialization.fallback_events(), |config| config.events);
     let registration_client = RegistrationClient::new(lambda_agent());
     let request = events.registration_request();
     let registered = retry_without_response(REGISTER_RETRY_DELAYS, || {
@@ -134,6 +135,12 @@ pub fn run(options: &Options) -> Exit {
         registration.function_name,
         registration.function_version
     );
+    if initialization == Initialization::ManagedInstances {
+        info!(
+            "Lambda Managed Instances deliver no INVOKE events to extensions: registered for \
+             SHUTDOWN only (the handler runs at SHUTDOWN; telemetry carries every request)"
+        );
+    }
     let config = match config {
         Ok(config) => config,
         Err(errors) => {
@@ -288,6 +295,9 @@ fn handle(
     if let Event::Shutdown(shutdown) = &next.event {
         info!("SHUTDOWN ({})", shutdown.shutdown_reason);
     }
+    if let Event::Invoke(invoke) = &next.event {
+        crate::logging::set_request_id(Some(&invoke.request_id));
+    }
     let started = Instant::now();
     let outcome = handler.handle(&next.event, &next.body);
     let elapsed = started.elapsed();
@@ -305,6 +315,7 @@ fn handle(
         );
         summary.record(event, elapsed, &outcome);
     }
+    crate::logging::set_request_id(None);
     outcome
 }
 
