@@ -233,7 +233,7 @@ pub fn log_filter() -> Option<String> {
 fn parse_log_format(value: Option<&str>) -> LogFormat {
     match value.map(str::trim) {
         Some(v) if v.eq_ignore_ascii_case("json") => LogFormat::Json,
-        _ => LogFormat::Json,
+        _ => LogFormat::Text,
     }
 }
 
@@ -913,8 +913,14 @@ mod tests {
         assert_eq!(parse_log_format(None), LogFormat::Text);
         assert_eq!(parse_log_level(None).unwrap(), None);
         assert_eq!(parse_log_level(Some(" ")).unwrap(), None);
-        assert_eq!(parse_log_level(Some("debug")).unwrap(), Some(LogLevel::Debug));
-        assert_eq!(parse_log_level(Some("FATAL")).unwrap(), Some(LogLevel::Error));
+        assert_eq!(
+            parse_log_level(Some("debug")).unwrap(),
+            Some(LogLevel::Debug)
+        );
+        assert_eq!(
+            parse_log_level(Some("FATAL")).unwrap(),
+            Some(LogLevel::Error)
+        );
         let error = parse_log_level(Some("verbose")).unwrap_err();
         assert_eq!(error.variable, LOG_LEVEL_ENV);
         assert!(error.problem.contains("\"verbose\"") && error.problem.contains("FATAL"));

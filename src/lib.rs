@@ -31,6 +31,9 @@ pub mod command;
 pub mod config;
 #[cfg(feature = "cli")]
 #[doc(hidden)]
+pub mod logging;
+#[cfg(feature = "cli")]
+#[doc(hidden)]
 pub mod runner;
 #[cfg(feature = "cli")]
 #[doc(hidden)]
