@@ -51,6 +51,7 @@
 
 use std::fmt;
 use std::io::Read;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ureq::http::{HeaderName, HeaderValue};
@@ -429,6 +430,7 @@ impl RegistrationClient {
             id_header,
             extension_id: id,
             extension_name: name,
+            last_next_answered: AtomicBool::new(true),
         };
         Ok((client, registration))
     }
@@ -447,6 +449,9 @@ pub struct InvocationClient {
     exit_error_url: String,
     logs_url: String,
     telemetry_url: String,
+    /// Whether the last `next_event` got an answer: only then is a failure retried at once
+    /// (a dead kept-alive connection), never inside a run of failures (that would spin).
+    last_next_answered: AtomicBool,
 }
 
 impl InvocationClient {
@@ -464,14 +469,25 @@ impl InvocationClient {
     /// It has no timeout: Lambda may freeze the process while it waits.
     pub fn next_event(&self) -> Result<NextEventResponse, ClientError> {
         let endpoint = Endpoint::NextEvent;
-        let mut response = keep_status(
-            &self.agent,
-            self.agent
-                .get(&self.next_url)
-                .header(IDENTIFIER_HEADER_NAME, self.id_header.clone()),
-        )
-        .call()
+        let call = || {
+            keep_status(
+                &self.agent,
+                self.agent
+                    .get(&self.next_url)
+                    .header(IDENTIFIER_HEADER_NAME, self.id_header.clone()),
+            )
+            .call()
+        };
+        // A kept-alive connection can be dead without the client knowing (after a SnapStart
+        // restore, or an API that closed it while the extension was frozen): the request never
+        // reached the API, so it is sent once more, on a fresh connection, before it counts.
+        let answered = self.last_next_answered.swap(false, Ordering::Relaxed);
+        let mut response = match call() {
+            Err(_) if answered => call(),
+            outcome => outcome,
+        }
         .map_err(|source| transport(endpoint, &self.next_url, source))?;
+        self.last_next_answered.store(true, Ordering::Relaxed);
         let body = read_body(&mut response, endpoint, &self.next_url)?;
         expect_status(endpoint, response.status().as_u16(), &body, |s| s == 200)?;
         match serde_json::from_slice(&body) {

@@ -127,3 +127,28 @@ fn empty_tracing_value_sets_no_trace_variable() {
     assert_eq!(env_get(&env, "LAMBDA_REQUEST_ID"), Some("req-cl"));
     assert_eq!(env_get(&env, "_X_AMZN_TRACE_ID"), None);
 }
+
+/// After a SnapStart restore the kept-alive connection is dead: the next request is retried on
+/// a fresh connection at once, without a warning and without counting as an API fault.
+#[test]
+fn a_dead_kept_alive_connection_is_retried_quietly() {
+    let sb = Sandbox::new();
+    let api = FakeApi::start();
+    api.close_idle_connections();
+    for n in 0..3 {
+        api.push_invoke(&format!("req-{n}"), deadline_in(5000));
+    }
+    api.push_shutdown("spindown", deadline_in(2000));
+    let started = std::time::Instant::now();
+    let mut ext = sb.ext(&api).handler("true").spawn();
+    ext.expect_exit(0, secs(10));
+    assert!(
+        started.elapsed() < ms(2000),
+        "retries waited: {:?}",
+        started.elapsed()
+    );
+    assert_none(&api, Endpoint::ExitError);
+    let err = ext.stderr_str();
+    assert!(!err.contains("WARN"), "{err}");
+    assert_eq!(api.count(Endpoint::Next), 4, "{}", api.describe());
+}

@@ -148,6 +148,10 @@ struct Inner {
     state: Mutex<State>,
     cond: Condvar,
     stopped: AtomicBool,
+    /// Close every connection right after its response, without saying so (no `Connection:
+    /// close`): the client's kept-alive connection is dead when it next uses it, as after a
+    /// SnapStart restore.
+    close_idle: AtomicBool,
     hook: Mutex<Option<Hook>>,
     prefix: String,
 }
@@ -187,6 +191,7 @@ impl FakeApi {
             }),
             cond: Condvar::new(),
             stopped: AtomicBool::new(false),
+            close_idle: AtomicBool::new(false),
             hook: Mutex::new(None),
             prefix: prefix.to_string(),
         });
@@ -262,6 +267,12 @@ impl FakeApi {
             event_identifier: content_type.is_some(),
         });
         self.inner.cond.notify_all();
+    }
+
+    /// From now on, close each connection after its response without announcing it, so the
+    /// extension's next request on its kept-alive connection finds it dead.
+    pub fn close_idle_connections(&self) {
+        self.inner.close_idle.store(true, Ordering::SeqCst);
     }
 
     /// Inject `fault` on every request to `ep` from now on (until `clear_faults`).
@@ -544,7 +555,8 @@ fn serve_connection(inner: Arc<Inner>, stream: TcpStream) {
                 return;
             }
             Outcome::Respond(resp) => {
-                if write_response(&mut writer, &resp, close).is_err() || close {
+                let close_idle = inner.close_idle.load(Ordering::SeqCst);
+                if write_response(&mut writer, &resp, close).is_err() || close || close_idle {
                     let _ = writer.shutdown(Shutdown::Both);
                     return;
                 }
