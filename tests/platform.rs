@@ -7,15 +7,6 @@ use std::fs;
 
 use common::*;
 
-fn registered_events(api: &FakeApi) -> Vec<String> {
-    api.requests_to(Endpoint::Register)[0].json()["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e.as_str().unwrap().to_string())
-        .collect()
-}
-
 /// On Managed Instances, with SHELL_EXT_EVENTS unset: SHUTDOWN only, one line saying why, the
 /// handler runs at SHUTDOWN, AWS_LAMBDA_MAX_CONCURRENCY passed through untouched.
 #[test]

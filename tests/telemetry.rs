@@ -30,16 +30,6 @@ fn batches_seen(sb: &Sandbox) -> Vec<String> {
         .collect()
 }
 
-fn registered_events(api: &FakeApi) -> Vec<String> {
-    let regs = api.requests_to(Endpoint::Register);
-    regs[0].json()["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e.as_str().unwrap().to_string())
-        .collect()
-}
-
 #[test]
 fn subscription_on_the_wire_and_schema_auto() {
     for (init_type, schema) in [

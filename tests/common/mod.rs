@@ -69,3 +69,15 @@ pub fn assert_none(api: &FakeApi, ep: Endpoint) {
 pub fn assert_all_known(api: &FakeApi) {
     assert_none(api, Endpoint::Unknown);
 }
+
+/// The events the extension registered for, as sent.
+pub fn registered_events(api: &FakeApi) -> Vec<String> {
+    let registrations = api.requests_to(Endpoint::Register);
+    let first = registrations.first().expect("a registration");
+    first.json()["events"]
+        .as_array()
+        .expect("an events array")
+        .iter()
+        .map(|event| event.as_str().unwrap_or_default().to_string())
+        .collect()
+}
