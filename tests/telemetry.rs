@@ -516,3 +516,24 @@ fn shipped_telemetry_scripts_write_and_forward_each_batch() {
     assert_eq!(lines, sent);
     assert_eq!(received.join().unwrap(), sent, "{}", ext.stderr_str());
 }
+
+/// A telemetry-only extension counts batches, not handler runs it never made.
+#[test]
+fn a_telemetry_only_extension_logs_no_handler_summary() {
+    let sb = Sandbox::new();
+    let api = FakeApi::start();
+    let mut ext = sb
+        .ext(&api)
+        .env("SHELL_EXT_TELEMETRY_HANDLER", "cat > /dev/null")
+        .spawn();
+    TelemetryTarget::of(&api).deliver(b"[]");
+    api.push_shutdown("spindown", deadline_in(2000));
+    ext.expect_exit(0, secs(10));
+    let err = ext.stderr_str();
+    assert!(!err.contains("summary:"), "{err}");
+    assert!(
+        err.contains("telemetry: 1 batch received, 1 delivered"),
+        "{err}"
+    );
+    assert!(err.trim_end().ends_with("INFO exiting"), "{err}");
+}

@@ -214,7 +214,11 @@ struct Extension {
 impl Extension {
     fn run(mut self) -> Exit {
         let exit = self.event_loop();
-        info!("summary: {}; exiting", self.summary);
+        match self.handler {
+            Some(_) => info!("summary: {}; exiting", self.summary),
+            // Telemetry only: its own counts line said what was done.
+            None => info!("exiting"),
+        }
         exit
     }
 
