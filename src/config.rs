@@ -405,7 +405,8 @@ impl Config {
         };
         let mut problems = Problems::default();
         let telemetry_line = options.telemetry.as_deref().and_then(CommandLine::parse);
-        let handler = parse_handler(options.handler.as_deref(), telemetry_line.is_some())
+        let has_telemetry = telemetry_line.is_some();
+        let handler = parse_handler(options.handler.as_deref(), has_telemetry)
             .and_then(|handler| handler.map(check(HANDLER_ENV)).transpose());
         let handler = problems.keep(handler);
         let telemetry_command = match (options.telemetry.as_deref(), telemetry_line) {
@@ -461,7 +462,7 @@ impl Config {
             (Some(None), ..) => Some(None),
             _ => None,
         };
-        let end_of_invoke = flush == Some(Flush::EndOfInvoke) && telemetry_line_set(options);
+        let end_of_invoke = flush == Some(Flush::EndOfInvoke) && has_telemetry;
         let wants_invoke = handler.as_ref().is_some_and(Option::is_some) || end_of_invoke;
         let events = problems.keep(parse_events(options.events.as_deref(), wants_invoke));
         let initialization = initialization();
@@ -541,14 +542,6 @@ impl Problems {
     fn keep<T>(&mut self, result: Result<T, ConfigError>) -> Option<T> {
         result.map_err(|error| self.0.push(error)).ok()
     }
-}
-
-fn telemetry_line_set(options: &Options) -> bool {
-    options
-        .telemetry
-        .as_deref()
-        .and_then(CommandLine::parse)
-        .is_some()
 }
 
 /// The handler; optional when a telemetry command is set (a telemetry-only extension).

@@ -5,6 +5,7 @@
 
 use std::cell::RefCell;
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use log::LevelFilter;
@@ -13,14 +14,25 @@ use serde::Serialize;
 use crate::config::{self, LogFormat, LogLevel};
 
 thread_local! {
-    /// The invocation the current thread is handling, for the `requestId` of JSON lines.
-    static REQUEST_ID: RefCell<Option<String>> = const { RefCell::new(None) };
+    /// The invocation the current thread is handling, for the `requestId` of JSON lines (empty:
+    /// none). One buffer, reused from invoke to invoke.
+    static REQUEST_ID: RefCell<String> = const { RefCell::new(String::new()) };
 }
+
+/// Whether lines are JSON: only then is the request id kept (text lines do not show it, and
+/// this runs on every invoke).
+static JSON: AtomicBool = AtomicBool::new(false);
 
 /// Marks the lines the calling thread logs from now on as about invocation `request_id`
 /// (`None`: about none).
 pub fn set_request_id(request_id: Option<&str>) {
-    REQUEST_ID.with(|current| *current.borrow_mut() = request_id.map(String::from));
+    if JSON.load(Ordering::Relaxed) {
+        REQUEST_ID.with(|current| {
+            let mut current = current.borrow_mut();
+            current.clear();
+            current.push_str(request_id.unwrap_or_default());
+        });
+    }
 }
 
 /// Installs the logger; `name` is the name the extension registers under.
@@ -36,20 +48,23 @@ pub fn init(name: &str) {
         LogFormat::Text => builder.format(move |out, record| {
             writeln!(out, "[{name}] {} {}", record.level(), record.args())
         }),
-        LogFormat::Json => builder.format(move |out, record| {
-            let message = record.args().to_string();
-            REQUEST_ID.with(|request_id| {
-                let request_id = request_id.borrow();
-                let line = JsonLine {
-                    timestamp: &rfc3339_millis(SystemTime::now()),
-                    level: record.level().as_str(),
-                    message: &message,
-                    extension: &name,
-                    request_id: request_id.as_deref(),
-                };
-                serde_json::to_writer(&mut *out, &line)?;
-                out.write_all(b"\n")
-            })
+        LogFormat::Json => builder.format({
+            JSON.store(true, Ordering::Relaxed);
+            move |out, record| {
+                let message = record.args().to_string();
+                REQUEST_ID.with(|request_id| {
+                    let request_id = request_id.borrow();
+                    let line = JsonLine {
+                        timestamp: &rfc3339_millis(SystemTime::now()),
+                        level: record.level().as_str(),
+                        message: &message,
+                        extension: &name,
+                        request_id: Some(request_id.as_str()).filter(|id| !id.is_empty()),
+                    };
+                    serde_json::to_writer(&mut *out, &line)?;
+                    out.write_all(b"\n")
+                })
+            }
         }),
     };
     builder.init();

@@ -11,4 +11,4 @@ mod per_event;
 pub use executor::{CommandFailure, Deadline, Executor, Input, Leftovers};
 pub use group::{group_alive, kill_slot, request_stop, signal_group, stop_requested, Slot};
 pub use line::CommandLine;
-pub use per_event::{PerEvent, MANAGED_ENV};
+pub use per_event::{now_epoch_ms, time_left, PerEvent, MANAGED_ENV};

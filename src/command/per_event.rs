@@ -88,10 +88,7 @@ impl PerEvent {
         if deadline_ms == 0 {
             return None;
         }
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| since.as_millis() as u64);
-        let remaining = Duration::from_millis(deadline_ms.saturating_sub(now_ms));
+        let remaining = time_left(deadline_ms);
         let margin = usable_margin(self.margin, remaining);
         if margin < self.margin && !self.margin_cut_logged {
             self.margin_cut_logged = true;
@@ -107,6 +104,18 @@ impl PerEvent {
         }
         Some(Deadline::within(remaining, margin, hint))
     }
+}
+
+/// Now, in Unix epoch milliseconds (the clock `deadlineMs` is given in).
+pub fn now_epoch_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
+}
+
+/// How long until `deadline_ms` (Unix epoch ms); zero once it has passed.
+pub fn time_left(deadline_ms: u64) -> Duration {
+    Duration::from_millis(deadline_ms.saturating_sub(now_epoch_ms()))
 }
 
 /// The configured margin, or half of the time left if that is less.

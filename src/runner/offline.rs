@@ -3,14 +3,14 @@
 //! API to report to.
 
 use std::io::Read;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use log::{error, info, warn};
 
 use super::summary::Summary;
 use super::{handle, one_line, ErrorType, Exit};
 use crate::api::{Event, NextEventResponse};
-use crate::command::{CommandFailure, CommandLine, Executor, PerEvent, MANAGED_ENV};
+use crate::command::{now_epoch_ms, CommandFailure, CommandLine, Executor, PerEvent, MANAGED_ENV};
 use crate::config::{extension_name, Config, Options, HANDLER_ENV};
 
 /// What to say to someone who starts the binary by hand, without Lambda.
@@ -148,9 +148,7 @@ fn read_event(file: &str) -> Result<Vec<u8>, String> {
 /// is replaced in place, so every other byte reaches the handler as written.
 fn with_live_deadline(next: NextEventResponse) -> NextEventResponse {
     let deadline_ms = next.event.deadline_ms();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as u64);
+    let now = now_epoch_ms();
     if deadline_ms == 0 || deadline_ms > now {
         return next;
     }

@@ -4,14 +4,14 @@
 
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
 use crate::api::{LogType, TelemetryBuffering, TelemetrySchema, TelemetrySubscription};
 use crate::client::{ClientError, InvocationClient, Subscribed};
 use crate::command::{
-    CommandFailure, CommandLine, Deadline, Executor, Input, Leftovers, Slot, MANAGED_ENV,
+    time_left, CommandFailure, CommandLine, Deadline, Executor, Input, Leftovers, Slot, MANAGED_ENV,
 };
 use crate::config::{Flush, Initialization, SchemaChoice, TelemetryConfig};
 use crate::telemetry::queue::{Batch, Queue};
@@ -298,9 +298,5 @@ pub fn before_deadline(deadline_ms: u64, margin: Duration) -> Instant {
     if deadline_ms == 0 {
         return Instant::now() + Duration::from_secs(24 * 3600);
     }
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as u64);
-    let left = Duration::from_millis(deadline_ms.saturating_sub(now_ms));
-    Instant::now() + left.saturating_sub(margin)
+    Instant::now() + time_left(deadline_ms).saturating_sub(margin)
 }
