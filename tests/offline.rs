@@ -270,3 +270,18 @@ fn check_shows_a_telemetry_only_configuration() {
         "{out}"
     );
 }
+
+/// `--once` runs the event handler: a telemetry-only configuration has none, and says so.
+#[test]
+fn once_without_an_event_handler_says_why() {
+    let sb = Sandbox::new();
+    let mut ext = by_hand(&sb, &["--once", &sample("invoke.json")])
+        .env("SHELL_EXT_TELEMETRY_HANDLER", "cat > /dev/null")
+        .spawn();
+    ext.expect_exit(1, secs(5));
+    let err = ext.stderr_str();
+    assert!(
+        err.contains("--once runs the event handler, and SHELL_EXT_HANDLER is not set"),
+        "{err}"
+    );
+}
