@@ -17,7 +17,9 @@ pub const INIT_ENV: &str = "SHELL_EXT_INIT";
 pub const EVENTS_ENV: &str = "SHELL_EXT_EVENTS";
 pub const ON_ERROR_ENV: &str = "SHELL_EXT_ON_ERROR";
 pub const TIMEOUT_MARGIN_ENV: &str = "SHELL_EXT_TIMEOUT_MARGIN_MS";
+pub const MODE_ENV: &str = "SHELL_EXT_MODE";
 pub const TELEMETRY_HANDLER_ENV: &str = "SHELL_EXT_TELEMETRY_HANDLER";
+pub const TELEMETRY_MODE_ENV: &str = "SHELL_EXT_TELEMETRY_MODE";
 pub const TELEMETRY_TYPES_ENV: &str = "SHELL_EXT_TELEMETRY_TYPES";
 pub const TELEMETRY_SCHEMA_ENV: &str = "SHELL_EXT_TELEMETRY_SCHEMA";
 pub const TELEMETRY_FLUSH_ENV: &str = "SHELL_EXT_TELEMETRY_FLUSH";
@@ -63,6 +65,10 @@ pub struct Options {
     #[arg(long, env = HANDLER_ENV, value_name = "CMD")]
     pub handler: Option<String>,
 
+    /// How the handler runs: per-event (a process per event) or persistent (one process, an event per line) [default: per-event]
+    #[arg(long, env = MODE_ENV, value_name = "MODE")]
+    pub mode: Option<String>,
+
     /// Command run once after registration, before the first event
     #[arg(long, env = INIT_ENV, value_name = "CMD")]
     pub init: Option<String>,
@@ -82,6 +88,10 @@ pub struct Options {
     /// Command run for each telemetry batch, the batch JSON on stdin
     #[arg(long, env = TELEMETRY_HANDLER_ENV, value_name = "CMD")]
     pub telemetry: Option<String>,
+
+    /// How the telemetry command runs: per-event (a process per batch) or persistent (a batch per line) [default: per-event]
+    #[arg(long, env = TELEMETRY_MODE_ENV, value_name = "MODE")]
+    pub telemetry_mode: Option<String>,
 
     /// Telemetry types: any of platform,function,extension [default: platform,function]
     #[arg(long, env = TELEMETRY_TYPES_ENV, value_name = "LIST")]
@@ -154,11 +164,13 @@ impl Options {
             |name: &str| std::env::var_os(name).map(|value| value.to_string_lossy().into_owned());
         Options {
             handler: var(HANDLER_ENV),
+            mode: var(MODE_ENV),
             init: var(INIT_ENV),
             events: var(EVENTS_ENV),
             on_error: var(ON_ERROR_ENV),
             timeout_margin_ms: var(TIMEOUT_MARGIN_ENV),
             telemetry: var(TELEMETRY_HANDLER_ENV),
+            telemetry_mode: var(TELEMETRY_MODE_ENV),
             telemetry_types: var(TELEMETRY_TYPES_ENV),
             telemetry_schema: var(TELEMETRY_SCHEMA_ENV),
             telemetry_flush: var(TELEMETRY_FLUSH_ENV),
@@ -296,11 +308,21 @@ pub enum OnError {
     Continue,
 }
 
+/// How a command is run for what it handles (events, or telemetry batches).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A new process for each event, the event on its stdin: the default.
+    PerEvent,
+    /// One long-lived process, each event a line on its stdin, acknowledged on fd 3.
+    Persistent,
+}
+
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// The event handler; `None` for a telemetry-only extension.
     pub handler: Option<CommandLine>,
+    pub mode: Mode,
     pub init: Option<CommandLine>,
     pub events: EventSet,
     pub on_error: OnError,
@@ -322,6 +344,7 @@ pub enum Initialization {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TelemetryConfig {
     pub command: CommandLine,
+    pub mode: Mode,
     pub types: Vec<LogType>,
     pub schema: SchemaChoice,
     pub flush: Flush,
@@ -423,6 +446,11 @@ impl Config {
         let init = parse_init(options.init.as_deref())
             .and_then(|init| init.map(check(INIT_ENV)).transpose());
         let init = problems.keep(init);
+        let mode = problems.keep(parse_mode(options.mode.as_deref(), MODE_ENV));
+        let telemetry_mode = problems.keep(parse_mode(
+            options.telemetry_mode.as_deref(),
+            TELEMETRY_MODE_ENV,
+        ));
         let types = problems.keep(parse_telemetry_types(options.telemetry_types.as_deref()));
         let schema = problems.keep(parse_schema(options.telemetry_schema.as_deref()));
         let flush = problems.keep(parse_flush(options.telemetry_flush.as_deref()));
@@ -449,10 +477,11 @@ impl Config {
                 ))
                 .flatten(),
         };
-        let telemetry = match (telemetry_command, types, schema, flush) {
-            (Some(Some(command)), Some(types), Some(schema), Some(flush)) => {
+        let telemetry = match (telemetry_command, telemetry_mode, types, schema, flush) {
+            (Some(Some(command)), Some(mode), Some(types), Some(schema), Some(flush)) => {
                 Some(Some(TelemetryConfig {
                     command,
+                    mode,
                     types,
                     schema,
                     flush,
@@ -511,9 +540,18 @@ impl Config {
         let on_error = problems.keep(parse_on_error(options.on_error.as_deref()));
         let timeout_margin =
             problems.keep(parse_timeout_margin(options.timeout_margin_ms.as_deref()));
-        match (handler, init, events, on_error, timeout_margin, telemetry) {
+        match (
+            handler,
+            mode,
+            init,
+            events,
+            on_error,
+            timeout_margin,
+            telemetry,
+        ) {
             (
                 Some(handler),
+                Some(mode),
                 Some(init),
                 Some(events),
                 Some(on_error),
@@ -521,6 +559,7 @@ impl Config {
                 Some(telemetry),
             ) if problems.0.is_empty() => Ok(Config {
                 handler,
+                mode,
                 init,
                 events,
                 on_error,
@@ -703,6 +742,22 @@ fn parse_events(value: Option<&str>, wants_invoke: bool) -> Result<EventSet, Con
     }
 }
 
+fn parse_mode(value: Option<&str>, variable: &'static str) -> Result<Mode, ConfigError> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(Mode::PerEvent),
+        Some(mode) if mode.eq_ignore_ascii_case("per-event") => Ok(Mode::PerEvent),
+        Some(mode) if mode.eq_ignore_ascii_case("persistent") => Ok(Mode::Persistent),
+        Some(mode) => Err(ConfigError {
+            variable,
+            problem: format!(
+                "unknown mode {mode:?}; accepted values: per-event (the default: a process per \
+                 event) or persistent (one process, an event per line on stdin, acknowledged on \
+                 fd 3)"
+            ),
+        }),
+    }
+}
+
 fn parse_on_error(value: Option<&str>) -> Result<OnError, ConfigError> {
     match value.map(str::trim) {
         None | Some("") => Ok(OnError::Exit),
@@ -882,6 +937,23 @@ mod tests {
         let error = parse_on_error(Some("ignore")).unwrap_err();
         assert_eq!(error.variable, ON_ERROR_ENV);
         assert!(error.problem.contains("exit") && error.problem.contains("continue"));
+    }
+
+    #[test]
+    fn modes() {
+        assert_eq!(parse_mode(None, MODE_ENV).unwrap(), Mode::PerEvent);
+        assert_eq!(parse_mode(Some(" "), MODE_ENV).unwrap(), Mode::PerEvent);
+        assert_eq!(
+            parse_mode(Some("Persistent"), MODE_ENV).unwrap(),
+            Mode::Persistent
+        );
+        assert_eq!(
+            parse_mode(Some("per-event"), MODE_ENV).unwrap(),
+            Mode::PerEvent
+        );
+        let error = parse_mode(Some("daemon"), TELEMETRY_MODE_ENV).unwrap_err();
+        assert_eq!(error.variable, TELEMETRY_MODE_ENV);
+        assert!(error.problem.contains("per-event") && error.problem.contains("persistent"));
     }
 
     #[test]

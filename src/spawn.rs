@@ -121,9 +121,13 @@ fn set_nonblocking(fd: &OwnedFd) {
     }
 }
 
+/// The descriptor a persistent handler writes its acknowledgements to.
+pub const ACK_FD: i32 = 3;
+
 /// Starts `argv` in a new process group of its own, with stdout and stderr piped, the inherited
 /// environment plus `extra`, and SIGPIPE back to its default (Rust ignores it in this process,
-/// and an ignored signal would stay ignored across exec).
+/// and an ignored signal would stay ignored across exec). `ack`, when given, becomes the
+/// child's [`ACK_FD`].
 pub fn spawn(
     argv: &[&str],
     lookup: Lookup,
@@ -131,6 +135,7 @@ pub fn spawn(
     extra: &[(&str, &str)],
     stdin: Stdin,
     outputs: &OutputPipes,
+    ack: Option<&OwnedFd>,
 ) -> io::Result<Process> {
     let [child_stdout, child_stderr] = outputs.writers.as_ref().ok_or_else(|| {
         io::Error::new(io::ErrorKind::InvalidInput, "the output pipes are closed")
@@ -168,6 +173,11 @@ pub fn spawn(
     }
     actions.dup2(child_stdout, 1)?;
     actions.dup2(child_stderr, 2)?;
+    if let Some(ack) = ack {
+        // Last: an earlier source may be numbered 3 in this process. dup2 clears close-on-exec
+        // (and a source that already is fd 3 has it cleared by the C library, as POSIX says).
+        actions.dup2(ack, ACK_FD)?;
+    }
     let attributes = Attributes::new()?;
 
     let mut pid: libc::pid_t = 0;
@@ -342,7 +352,16 @@ mod tests {
     fn run(argv: &[&str], lookup: Lookup, extra: &[(&str, &str)], input: &[u8]) -> (i32, String) {
         let environment = Environment::capture(&["SPAWN_TEST_MANAGED"], &[("FIXED", "f")]);
         let mut outputs = OutputPipes::new().unwrap();
-        let mut process = spawn(argv, lookup, &environment, extra, Stdin::Piped, &outputs).unwrap();
+        let mut process = spawn(
+            argv,
+            lookup,
+            &environment,
+            extra,
+            Stdin::Piped,
+            &outputs,
+            None,
+        )
+        .unwrap();
         outputs.close_writers();
         let mut stdin = process.stdin.take().unwrap();
         stdin.write_all(input).unwrap();
@@ -390,6 +409,7 @@ mod tests {
             &[],
             Stdin::Null,
             &outputs,
+            None,
         )
         .unwrap_err();
         assert_eq!(error.raw_os_error(), Some(libc::ENOENT));

@@ -5,23 +5,19 @@
 //! and its stdin (written as fast as the command reads). A command that never reads stdin, writes
 //! megabytes, or leaves a background child holding its pipes open cannot block the extension.
 
-use std::fmt;
 use std::fs::File;
-use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use super::group::{self, signal_group, Slot};
-use super::CommandLine;
-use crate::spawn::{self, Environment, OutputPipes, Stdin};
-
-/// How much of a command's stderr is kept for the error message.
-const STDERR_TAIL_BYTES: usize = 2048;
-/// How much output is read per system call.
-const READ_CHUNK_BYTES: usize = 64 * 1024;
+use super::output::{
+    keep_forwarding, pidfd_open, pollfd, tail_text, Output, Streams, READ_CHUNK_BYTES,
+};
+use super::{CommandFailure, CommandLine};
+use crate::spawn::{self, Environment, Stdin};
 
 /// When to stop a command: SIGTERM to its group first, SIGKILL later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,112 +64,6 @@ pub enum Leftovers {
     Kill,
     /// Let it run (the init command may start a sidecar).
     KeepRunning,
-}
-
-/// Why a command did not succeed. `Display` is the message reported to Lambda.
-#[derive(Debug)]
-pub enum CommandFailure {
-    /// It could not be started at all.
-    NotStarted { command: String, error: io::Error },
-    /// It exited with a non-zero status.
-    Exited {
-        command: String,
-        code: i32,
-        stderr_tail: String,
-    },
-    /// A signal it did not get from us ended it.
-    Killed {
-        command: String,
-        signal: i32,
-        stderr_tail: String,
-    },
-    /// It was still running at the deadline and was stopped.
-    TimedOut {
-        command: String,
-        /// Boxed: it would make every `Result` of a run twice as large.
-        deadline: Box<Deadline>,
-        stderr_tail: String,
-    },
-    /// The extension received a signal: the command was not started, or was stopped by it.
-    Stopped { command: String, signal: i32 },
-}
-
-impl fmt::Display for CommandFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CommandFailure::NotStarted { command, error } => write!(
-                f,
-                "`{command}` could not be started: {error}; check that the program exists, is \
-                 executable (chmod +x) and that its #! interpreter is present in the Lambda \
-                 environment"
-            ),
-            CommandFailure::Exited {
-                command,
-                code,
-                stderr_tail,
-            } => write!(
-                f,
-                "`{command}` exited with status {code}{}",
-                stderr_suffix(stderr_tail)
-            ),
-            CommandFailure::Killed {
-                command,
-                signal,
-                stderr_tail,
-            } => write!(
-                f,
-                "`{command}` was killed by signal {signal} ({}){}",
-                signal_name(*signal),
-                stderr_suffix(stderr_tail)
-            ),
-            CommandFailure::TimedOut {
-                command,
-                deadline,
-                stderr_tail,
-            } => write!(
-                f,
-                "`{command}` was still running after {} ms, {} ms before the event's deadline, \
-                 and was stopped (SIGTERM, then SIGKILL to its process group); {}{}",
-                deadline.allowed.as_millis(),
-                deadline.margin.as_millis(),
-                deadline.hint,
-                stderr_suffix(stderr_tail)
-            ),
-            CommandFailure::Stopped { command, signal } => write!(
-                f,
-                "`{command}` was stopped: the extension received signal {signal} ({})",
-                signal_name(*signal)
-            ),
-        }
-    }
-}
-
-impl std::error::Error for CommandFailure {}
-
-fn stderr_suffix(tail: &str) -> String {
-    if tail.is_empty() {
-        String::from(" (no stderr output)")
-    } else {
-        format!("; stderr: {tail}")
-    }
-}
-
-fn signal_name(signal: i32) -> &'static str {
-    match signal {
-        libc::SIGHUP => "SIGHUP",
-        libc::SIGINT => "SIGINT",
-        libc::SIGQUIT => "SIGQUIT",
-        libc::SIGILL => "SIGILL",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGPIPE => "SIGPIPE",
-        libc::SIGALRM => "SIGALRM",
-        libc::SIGTERM => "SIGTERM",
-        _ => "signal",
-    }
 }
 
 /// Runs commands one after another, reusing one output buffer and one copy of the environment.
@@ -247,7 +137,15 @@ impl Executor {
             signal,
         };
         group::begin_spawn(self.slot).map_err(stopped)?;
-        let spawned = spawn::spawn(&argv, lookup, &self.environment, env, stdin, &streams.pipes);
+        let spawned = spawn::spawn(
+            &argv,
+            lookup,
+            &self.environment,
+            env,
+            stdin,
+            &streams.pipes,
+            None,
+        );
         let process = spawned.map_err(|error| {
             group::set_running(self.slot, 0);
             not_started(error)
@@ -320,121 +218,6 @@ enum Stage {
     Running,
     Terminated,
     Killed,
-}
-
-/// One of the commands' output pipes, copied to the same stream of the extension.
-struct Output {
-    /// Whether the last byte copied ended a line, so a last line without one can be completed.
-    at_line_start: bool,
-    /// False once the pipe has ended (every writer gone): nothing more to read.
-    open: bool,
-}
-
-/// The output pipes of a command, and what has been copied from them.
-struct Streams {
-    pipes: OutputPipes,
-    stdout: Output,
-    stderr: Output,
-}
-
-impl Streams {
-    fn new() -> io::Result<Streams> {
-        let open = || Output {
-            at_line_start: true,
-            open: true,
-        };
-        Ok(Streams {
-            pipes: OutputPipes::new()?,
-            stdout: open(),
-            stderr: open(),
-        })
-    }
-
-    fn is_open(&self) -> bool {
-        self.stdout.open || self.stderr.open
-    }
-
-    /// Copies one chunk from whichever pipes are ready (`ready` = stdout, stderr).
-    fn copy_ready(&mut self, ready: [bool; 2], tail: &mut Vec<u8>, buffer: &mut [u8]) {
-        if ready[0] && self.stdout.open {
-            copy_once(
-                &mut self.pipes.stdout,
-                &mut self.stdout,
-                &mut io::stdout().lock(),
-                None,
-                buffer,
-            );
-        }
-        if ready[1] && self.stderr.open {
-            copy_once(
-                &mut self.pipes.stderr,
-                &mut self.stderr,
-                &mut io::stderr().lock(),
-                Some(tail),
-                buffer,
-            );
-        }
-    }
-
-    /// Copies what the pipes hold right now, without waiting for more, and ends a last line
-    /// without a newline so the next output starts on a line of its own.
-    fn copy_available(&mut self, tail: &mut Vec<u8>, buffer: &mut [u8]) {
-        let mut stdout = io::stdout().lock();
-        while self.stdout.open
-            && copy_once(
-                &mut self.pipes.stdout,
-                &mut self.stdout,
-                &mut stdout,
-                None,
-                buffer,
-            ) == ReadResult::Copied
-        {}
-        finish_line(&mut self.stdout, &mut stdout);
-        let mut stderr = io::stderr().lock();
-        while self.stderr.open
-            && copy_once(
-                &mut self.pipes.stderr,
-                &mut self.stderr,
-                &mut stderr,
-                Some(tail),
-                buffer,
-            ) == ReadResult::Copied
-        {}
-        finish_line(&mut self.stderr, &mut stderr);
-    }
-}
-
-/// Copies what background processes of an init command (a sidecar) write, on a thread of its
-/// own, until they close their output: so it reaches the log, and their writes never fail with
-/// SIGPIPE.
-fn keep_forwarding(mut streams: Streams) {
-    streams.pipes.close_writers();
-    let forwarder = thread::Builder::new()
-        .name("sidecar-output".into())
-        .spawn(move || {
-            let mut buffer = vec![0; READ_CHUNK_BYTES];
-            let mut tail = Vec::new();
-            while streams.is_open() {
-                let mut fds = [
-                    pollfd(streams.pipes.stdout.as_raw_fd(), libc::POLLIN),
-                    pollfd(streams.pipes.stderr.as_raw_fd(), libc::POLLIN),
-                ];
-                fds[0].fd = if streams.stdout.open { fds[0].fd } else { -1 };
-                fds[1].fd = if streams.stderr.open { fds[1].fd } else { -1 };
-                // SAFETY: `fds` is a valid array of pollfd for the duration of the call.
-                if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0
-                    && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted
-                {
-                    break;
-                }
-                let ready = [fds[0].revents != 0, fds[1].revents != 0];
-                streams.copy_ready(ready, &mut tail, &mut buffer);
-                tail.clear();
-            }
-        });
-    if let Err(error) = forwarder {
-        log::warn!("cannot keep copying the init command's background output: {error}");
-    }
 }
 
 struct Running<'a> {
@@ -582,97 +365,6 @@ impl Running<'_> {
     }
 }
 
-/// What one read from an output pipe found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ReadResult {
-    Copied,
-    Empty,
-    Closed,
-}
-
-/// Reads one chunk from `pipe` and copies it to `sink` (and its end to `tail`); marks the
-/// output closed at end of file.
-fn copy_once(
-    pipe: &mut File,
-    output: &mut Output,
-    sink: &mut impl Write,
-    tail: Option<&mut Vec<u8>>,
-    buffer: &mut [u8],
-) -> ReadResult {
-    loop {
-        match pipe.read(buffer) {
-            Ok(0) => {
-                finish_line(output, sink);
-                output.open = false;
-                return ReadResult::Closed;
-            }
-            Ok(read) => {
-                let chunk = &buffer[..read];
-                // A failing log stream must not stop the command: there is nowhere to report it.
-                let _ = sink.write_all(chunk);
-                output.at_line_start = chunk.last() == Some(&b'\n');
-                if let Some(tail) = tail {
-                    keep_tail(tail, chunk);
-                }
-                return ReadResult::Copied;
-            }
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return ReadResult::Empty,
-            Err(_) => {
-                output.open = false;
-                return ReadResult::Closed;
-            }
-        }
-    }
-}
-
-/// Ends a last line that had no newline, so the next output starts on a line of its own.
-fn finish_line(output: &mut Output, sink: &mut impl Write) {
-    if !output.at_line_start {
-        let _ = sink.write_all(b"\n");
-        output.at_line_start = true;
-    }
-    let _ = sink.flush();
-}
-
-fn keep_tail(tail: &mut Vec<u8>, chunk: &[u8]) {
-    let chunk = &chunk[chunk.len().saturating_sub(STDERR_TAIL_BYTES)..];
-    tail.extend_from_slice(chunk);
-    if tail.len() > STDERR_TAIL_BYTES {
-        tail.drain(..tail.len() - STDERR_TAIL_BYTES);
-    }
-}
-
-/// The kept stderr as text: trailing newline trimmed, marked when cut.
-fn tail_text(tail: &[u8]) -> String {
-    let text = String::from_utf8_lossy(tail);
-    let text = text.trim_end_matches(['\n', '\r']);
-    if tail.len() >= STDERR_TAIL_BYTES {
-        format!("…{text}")
-    } else {
-        text.to_string()
-    }
-}
-
-fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
-    libc::pollfd {
-        fd,
-        events,
-        revents: 0,
-    }
-}
-
-/// A descriptor that becomes readable when the process exits (Linux ≥ 5.3).
-fn pidfd_open(pid: i32) -> Option<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
-    Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-}
-
 fn kill_leftovers(group: i32, leftovers: Leftovers) {
     if leftovers == Leftovers::Kill {
         signal_group(group, libc::SIGKILL);
@@ -731,17 +423,5 @@ mod tests {
             );
             assert!(started.elapsed() < Duration::from_secs(2), "{exit_watch:?}");
         }
-    }
-
-    #[test]
-    fn stderr_tail_is_bounded_and_keeps_the_last_line() {
-        let mut tail = Vec::new();
-        for i in 0..1000 {
-            keep_tail(&mut tail, format!("line {i}\n").as_bytes());
-        }
-        assert_eq!(tail.len(), STDERR_TAIL_BYTES);
-        let text = tail_text(&tail);
-        assert!(text.starts_with('…'));
-        assert!(text.ends_with("line 999"), "{text}");
     }
 }

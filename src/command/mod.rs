@@ -4,11 +4,14 @@
 
 mod check;
 mod executor;
+mod failure;
 mod group;
 mod line;
+mod output;
 mod per_event;
 
-pub use executor::{CommandFailure, Deadline, Executor, Input, Leftovers};
+pub use executor::{Deadline, Executor, Input, Leftovers};
+pub use failure::CommandFailure;
 pub use group::{group_alive, kill_slot, request_stop, signal_group, stop_requested, Slot};
 pub use line::CommandLine;
 pub use per_event::{now_epoch_ms, time_left, PerEvent, MANAGED_ENV};
