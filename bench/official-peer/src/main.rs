@@ -3,7 +3,8 @@
 //! `tokio::process::Command` with the event JSON on stdin, wait for it.
 //!
 //! Env: `AWS_LAMBDA_RUNTIME_API`, `BENCH_HANDLER` (argv: fields separated by `\x1f`, or by
-//! whitespace when there is none). The crate does not hand out the raw event body, so the JSON is
+//! whitespace when there is none; unset or empty: no command at all, only the crate's own event
+//! loop, compared with the no-command floor). The crate does not hand out the raw event body, so the JSON is
 //! rebuilt from the parsed event. After SHUTDOWN the crate would call event/next again (Lambda
 //! normally kills the process first), so the peer exits 0 itself once the SHUTDOWN handler is done.
 
@@ -49,6 +50,14 @@ async fn run_handler(argv: &[String], body: Vec<u8>) -> Result<(), Error> {
 async fn main() -> Result<(), Error> {
     let argv: &'static [String] = Vec::leak(handler_argv());
     let processor = service_fn(move |event: LambdaEvent| async move {
+        let shutdown = matches!(event.next, NextEvent::Shutdown(_));
+        if argv.is_empty() {
+            // No command: the crate's event loop alone (official-nocmd).
+            if shutdown {
+                std::process::exit(0);
+            }
+            return Ok::<(), Error>(());
+        }
         let (body, shutdown) = match &event.next {
             NextEvent::Invoke(invoke) => (
                 json!({
