@@ -317,6 +317,15 @@ pub enum Mode {
     Persistent,
 }
 
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::PerEvent => "per-event",
+            Mode::Persistent => "persistent",
+        })
+    }
+}
+
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {

@@ -113,7 +113,7 @@ impl OutputPipes {
     }
 }
 
-fn set_nonblocking(fd: &OwnedFd) {
+pub fn set_nonblocking(fd: &OwnedFd) {
     // SAFETY: fcntl on a descriptor we own. F_SETFL ignores the access mode, and a fresh pipe
     // end carries no other status flag, so there is nothing to read back and keep first.
     unsafe {
@@ -228,6 +228,25 @@ pub fn wait(pid: i32, nohang: bool) -> io::Result<Option<i32>> {
     }
 }
 
+/// Whether `pid` (a child) has ended, without reaping it: its process group id stays taken, so
+/// whatever it left in its group can still be killed before [`wait`] reaps it.
+pub fn has_exited(pid: i32) -> io::Result<bool> {
+    loop {
+        // SAFETY: waitid writes into a zeroed siginfo_t we own.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+        let waited = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) };
+        if waited == 0 {
+            // SAFETY: filled in by waitid; a pid of 0 means nothing has ended.
+            return Ok(unsafe { info.si_pid() } != 0);
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+}
+
 fn c_string(bytes: &[u8]) -> io::Result<CString> {
     CString::new(bytes).map_err(|_| {
         io::Error::new(
@@ -254,7 +273,7 @@ fn null_terminated<'a>(strings: impl Iterator<Item = &'a CString>) -> Vec<*const
 }
 
 /// A pipe whose ends are closed on exec: (read end, write end).
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 writes two descriptors into a valid array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {

@@ -31,6 +31,66 @@ pub enum CommandFailure {
     },
     /// The extension received a signal: the command was not started, or was stopped by it.
     Stopped { command: String, signal: i32 },
+    /// A persistent handler answered `error <message>` on fd 3.
+    Reported { command: String, message: String },
+    /// A persistent handler broke the acknowledgement protocol; it was stopped.
+    BadAck {
+        command: String,
+        problem: AckProblem,
+        stderr_tail: String,
+    },
+    /// A persistent handler ended before acknowledging its first line, this many times in a
+    /// row: it is not started again.
+    CrashLoop {
+        command: String,
+        crashes: u32,
+        /// What happened the last time, as a message.
+        last: String,
+    },
+}
+
+/// How a persistent handler broke the acknowledgement protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AckProblem {
+    /// It closed fd 3 while running.
+    Closed,
+    /// It wrote a line that is neither `ok` nor `error <message>`.
+    Garbage(String),
+    /// It wrote a line longer than [`super::framing::MAX_ACK_BYTES`].
+    TooLong,
+    /// It wrote a line before it was sent anything to answer.
+    Unsolicited(String),
+}
+
+impl fmt::Display for AckProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AckProblem::Closed => f.write_str("closed fd 3 (LAMBDA_ACK_FD)"),
+            AckProblem::Garbage(line) => write!(
+                f,
+                "wrote {:?} on fd 3 (LAMBDA_ACK_FD), which is not an acknowledgement",
+                shorten(line)
+            ),
+            AckProblem::TooLong => write!(
+                f,
+                "wrote a line of more than {} bytes on fd 3 (LAMBDA_ACK_FD)",
+                super::framing::MAX_ACK_BYTES
+            ),
+            AckProblem::Unsolicited(line) => write!(
+                f,
+                "wrote {:?} on fd 3 (LAMBDA_ACK_FD) before it was sent a line to answer",
+                shorten(line)
+            ),
+        }
+    }
+}
+
+/// At most 200 characters of a line, for a message.
+fn shorten(line: &str) -> String {
+    match line.char_indices().nth(200) {
+        Some((end, _)) => format!("{}…", &line[..end]),
+        None => line.to_string(),
+    }
 }
 
 impl fmt::Display for CommandFailure {
@@ -78,6 +138,34 @@ impl fmt::Display for CommandFailure {
                 f,
                 "`{command}` was stopped: the extension received signal {signal} ({})",
                 signal_name(*signal)
+            ),
+            CommandFailure::Reported { command, message } => {
+                write!(f, "`{command}` answered `error` on fd 3")?;
+                match message.is_empty() {
+                    true => f.write_str(" (no message)"),
+                    false => write!(f, ": {message}"),
+                }
+            }
+            CommandFailure::BadAck {
+                command,
+                problem,
+                stderr_tail,
+            } => write!(
+                f,
+                "`{command}` {problem}; a persistent handler answers each line it reads with one \
+                 line on fd 3: `ok` or `error <message>` (its stdout and stderr are for logging); \
+                 it was stopped and starts again with the next line{}",
+                stderr_suffix(stderr_tail)
+            ),
+            CommandFailure::CrashLoop {
+                command,
+                crashes,
+                last,
+            } => write!(
+                f,
+                "`{command}` ended before acknowledging its first line {crashes} times in a row, \
+                 so it is not started again (a persistent handler must keep reading stdin until \
+                 end of file); the last time: {last}"
             ),
         }
     }

@@ -15,8 +15,11 @@ use log::{error, info, warn};
 
 use crate::api::{Event, NextEventResponse};
 use crate::client::{lambda_agent, ClientError, InvocationClient, RegistrationClient};
-use crate::command::{CommandFailure, Executor, Input, Leftovers, PerEvent, MANAGED_ENV};
-use crate::config::{Config, Initialization, OnError, Options, ON_ERROR_ENV};
+use crate::command::{
+    CommandFailure, CommandLine, EventHandler, Executor, Input, Leftovers, PerEvent, Persistent,
+    MANAGED_ENV,
+};
+use crate::config::{Config, Initialization, Mode, OnError, Options, ON_ERROR_ENV};
 use summary::{Millis, Summary};
 use telemetry::{SetupFailed, Telemetry};
 
@@ -180,17 +183,50 @@ pub fn run(options: &Options) -> Exit {
         }
     }
     let margin = config.timeout_margin;
+    let handler = match config.handler {
+        None => None,
+        Some(handler) => {
+            let name = client.extension_name().to_string();
+            match event_handler(config.mode, handler, executor, &name, margin) {
+                Ok(handler) => Some(handler),
+                Err(CommandFailure::Stopped { .. }) => crate::signals::wait_for_exit(),
+                Err(failure) => {
+                    let message = format!("persistent handler {failure}");
+                    return report(&client, Phase::Init, ErrorType::HandlerFailed, &message);
+                }
+            }
+        }
+    };
     Extension {
         client,
-        handler: config
-            .handler
-            .map(|handler| PerEvent::new(executor, handler, margin)),
+        handler,
         telemetry,
         margin,
         on_error: config.on_error,
         summary: Summary::default(),
     }
     .run()
+}
+
+/// The handler in `mode`; a persistent one is started now (during Init: it is then part of a
+/// SnapStart snapshot, and its start-up is not paid by the first invoke).
+pub(crate) fn event_handler(
+    mode: Mode,
+    handler: CommandLine,
+    executor: Executor,
+    extension_name: &str,
+    margin: Duration,
+) -> Result<Box<dyn EventHandler>, CommandFailure> {
+    match mode {
+        Mode::PerEvent => Ok(Box::new(PerEvent::new(executor, handler, margin))),
+        Mode::Persistent => {
+            let line = handler.line().to_string();
+            let mut persistent = Persistent::new(handler, extension_name, margin);
+            persistent.start()?;
+            info!("persistent handler `{line}` started; events go to it one line each");
+            Ok(Box::new(persistent))
+        }
+    }
 }
 
 /// Where in the lifecycle a failure happened: it decides between init/error and exit/error.
@@ -204,7 +240,7 @@ enum Phase {
 struct Extension {
     client: InvocationClient,
     /// `None` for a telemetry-only extension.
-    handler: Option<PerEvent>,
+    handler: Option<Box<dyn EventHandler>>,
     telemetry: Option<Telemetry>,
     margin: Duration,
     on_error: OnError,
@@ -214,8 +250,11 @@ struct Extension {
 impl Extension {
     fn run(mut self) -> Exit {
         let exit = self.event_loop();
-        match self.handler {
-            Some(_) => info!("summary: {}; exiting", self.summary),
+        match &mut self.handler {
+            Some(handler) => {
+                handler.end();
+                info!("summary: {}; exiting", self.summary)
+            }
             // Telemetry only: its own counts line said what was done.
             None => info!("exiting"),
         }
@@ -234,7 +273,7 @@ impl Extension {
             };
             let is_shutdown = matches!(next.event, Event::Shutdown(_));
             let outcome = match &mut self.handler {
-                Some(handler) => handle(handler, &mut self.summary, &next),
+                Some(handler) => handle(handler.as_mut(), &mut self.summary, &next),
                 None => Ok(()),
             };
             if let Some(telemetry) = &self.telemetry {
@@ -249,6 +288,10 @@ impl Extension {
                 (Ok(()), false) => {}
                 // The signal thread is ending the process: nothing to report, nothing more to do.
                 (Err(CommandFailure::Stopped { .. }), _) => crate::signals::wait_for_exit(),
+                // Every later event would fail the same way: report it whatever the policy.
+                (Err(failure @ CommandFailure::CrashLoop { .. }), _) => {
+                    return self.handler_failure(&failure)
+                }
                 // A failure at SHUTDOWN is reported whatever the policy: it is the last word.
                 (Err(failure), true) => return self.handler_failure(&failure),
                 (Err(failure), false) => match self.on_error {
@@ -292,7 +335,7 @@ impl Extension {
 
 /// Runs the handler for one event, logs one line about it and counts it.
 fn handle(
-    handler: &mut PerEvent,
+    handler: &mut dyn EventHandler,
     summary: &mut Summary,
     next: &NextEventResponse,
 ) -> Result<(), CommandFailure> {
@@ -335,6 +378,9 @@ impl fmt::Display for Verdict<'_> {
             Err(CommandFailure::NotStarted { .. }) => f.write_str("failed (not started)"),
             Err(CommandFailure::TimedOut { .. }) => f.write_str("timed out"),
             Err(CommandFailure::Stopped { .. }) => f.write_str("stopped"),
+            Err(CommandFailure::Reported { .. }) => f.write_str("failed (answered error)"),
+            Err(CommandFailure::BadAck { .. }) => f.write_str("failed (bad answer on fd 3)"),
+            Err(CommandFailure::CrashLoop { .. }) => f.write_str("failed (crash loop)"),
         }
     }
 }

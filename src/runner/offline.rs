@@ -8,9 +8,9 @@ use std::time::Duration;
 use log::{error, info, warn};
 
 use super::summary::Summary;
-use super::{handle, one_line, ErrorType, Exit};
+use super::{event_handler, handle, one_line, ErrorType, Exit};
 use crate::api::{Event, NextEventResponse};
-use crate::command::{now_epoch_ms, CommandFailure, CommandLine, Executor, PerEvent, MANAGED_ENV};
+use crate::command::{now_epoch_ms, CommandFailure, CommandLine, Executor, MANAGED_ENV};
 use crate::config::{extension_name, Config, Options, HANDLER_ENV};
 
 /// What to say to someone who starts the binary by hand, without Lambda.
@@ -32,7 +32,10 @@ pub fn check(options: &Options) -> Exit {
     println!("configuration OK");
     println!("  registers as {} for {}", extension_name(), config.events);
     match &config.handler {
-        Some(handler) => println!("  handler: {}", describe(handler)),
+        Some(handler) => {
+            println!("  handler: {}", describe(handler));
+            println!("  mode: {}", config.mode);
+        }
         None => println!("  handler: none (telemetry only)"),
     }
     match &config.init {
@@ -42,6 +45,7 @@ pub fn check(options: &Options) -> Exit {
     if let Some(telemetry) = &config.telemetry {
         let types: Vec<_> = telemetry.types.iter().map(|kind| kind.as_str()).collect();
         println!("  telemetry: {}", describe(&telemetry.command));
+        println!("  telemetry mode: {}", telemetry.mode);
         println!(
             "  telemetry types: {}; schema: {:?}; flush: {:?}",
             types.join(","),
@@ -94,8 +98,14 @@ pub fn once(options: &Options, file: &str) -> Exit {
     }
     let name = extension_name();
     let executor = Executor::new(&MANAGED_ENV, &[("LAMBDA_EXTENSION_NAME", &name)]);
-    let mut handler = PerEvent::new(executor, handler, config.timeout_margin);
-    match handle(&mut handler, &mut Summary::default(), &next) {
+    let margin = config.timeout_margin;
+    let outcome =
+        event_handler(config.mode, handler, executor, &name, margin).and_then(|mut handler| {
+            let outcome = handle(handler.as_mut(), &mut Summary::default(), &next);
+            handler.end();
+            outcome
+        });
+    match outcome {
         Ok(()) => Exit::Success,
         Err(CommandFailure::Stopped { .. }) => crate::signals::wait_for_exit(),
         Err(failure) => {
