@@ -2,7 +2,7 @@
 //! delivery thread runs the telemetry command for each batch in arrival order, and the runner
 //! waits on the queue where the flush mode and SHUTDOWN ask it to.
 
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -11,9 +11,10 @@ use log::{debug, info, warn};
 use crate::api::{LogType, TelemetryBuffering, TelemetrySchema, TelemetrySubscription};
 use crate::client::{ClientError, InvocationClient, Subscribed};
 use crate::command::{
-    time_left, CommandFailure, CommandLine, Deadline, Executor, Input, Leftovers, Slot, MANAGED_ENV,
+    as_line, time_left, CommandFailure, CommandLine, Deadline, Executor, Input, Leftovers,
+    LongLived, Slot, MANAGED_ENV,
 };
-use crate::config::{Flush, Initialization, SchemaChoice, TelemetryConfig};
+use crate::config::{Flush, Initialization, Mode, SchemaChoice, TelemetryConfig};
 use crate::telemetry::queue::{Batch, Queue};
 use crate::telemetry::Listener;
 
@@ -32,6 +33,9 @@ const RUN_MARGIN: Duration = Duration::from_millis(1000);
 /// `extension` telemetry would otherwise feed itself).
 const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 const RUN_HINT: &str = "a telemetry batch gets 30 s: make the telemetry command faster";
+/// How long a persistent telemetry command gets to exit once its stdin has closed at SHUTDOWN
+/// (the SHUTDOWN deadline, if sooner, kills it first).
+const EXIT_LIMIT: Duration = Duration::from_secs(2);
 
 /// The batch's item count, set for each run of the telemetry command.
 const BATCH_ITEMS_ENV: &str = "LAMBDA_TELEMETRY_BATCH_ITEMS";
@@ -45,6 +49,8 @@ pub struct Telemetry {
     flush: Flush,
     /// Subscribed to `platform`, so each invocation ends with a `platform.report` to wait for.
     reports_expected: bool,
+    /// Disconnected once the delivery thread has ended (after the queue is closed).
+    delivery_ended: mpsc::Receiver<()>,
 }
 
 impl Telemetry {
@@ -65,11 +71,16 @@ impl Telemetry {
             let queue = queue.clone();
             move || receive(listener, &queue)
         })?;
+        let (ended, delivery_ended) = mpsc::channel();
         spawn_thread("telemetry-delivery", {
             let queue = queue.clone();
             let command = config.command.clone();
+            let mode = config.mode;
             let name = client.extension_name().to_string();
-            move || deliver(&command, &name, &queue)
+            move || {
+                deliver(command, mode, &name, &queue);
+                drop(ended);
+            }
         })?;
         let schema = match (config.schema, initialization) {
             (SchemaChoice::Auto, Initialization::ManagedInstances) => TelemetrySchema::V2025_01_29,
@@ -123,6 +134,7 @@ impl Telemetry {
             queue,
             flush: config.flush,
             reports_expected: config.types.contains(&LogType::Platform),
+            delivery_ended,
         })
     }
 
@@ -147,6 +159,20 @@ impl Telemetry {
     pub fn finish(&self, until: Instant) {
         let reported = !self.reports_expected || self.queue.wait_reports(until);
         let drained = self.queue.wait_drained(until);
+        // No more batches: a persistent command reads end of file and exits.
+        self.queue.close();
+        let remaining = until.saturating_duration_since(Instant::now());
+        let ended = match self.delivery_ended.recv_timeout(remaining) {
+            Err(mpsc::RecvTimeoutError::Timeout) => false,
+            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => true,
+        };
+        if drained && !ended {
+            crate::command::kill_slot(Slot::Telemetry);
+            warn!(
+                "telemetry: the persistent telemetry command did not exit after its stdin \
+                 closed, before the SHUTDOWN deadline; it was killed"
+            );
+        }
         let counts = self.queue.counts();
         let undelivered = counts.received - counts.delivered;
         if drained && reported {
@@ -232,25 +258,31 @@ fn receive(listener: Listener, queue: &Queue) {
     warn!("telemetry: the listener stopped accepting connections; no more batches will arrive");
 }
 
-/// The delivery thread: one run of the command per batch, in arrival order, one at a time.
-fn deliver(command: &CommandLine, extension_name: &str, queue: &Queue) {
+/// The delivery thread: each batch through the command, in arrival order, one at a time.
+fn deliver(command: CommandLine, mode: Mode, extension_name: &str, queue: &Queue) {
     let mut managed = MANAGED_ENV.to_vec();
     managed.push(BATCH_ITEMS_ENV);
-    let mut executor = Executor::new(&managed, &[("LAMBDA_EXTENSION_NAME", extension_name)])
-        .in_slot(Slot::Telemetry);
+    let fixed = [("LAMBDA_EXTENSION_NAME", extension_name)];
+    let mut runner = match mode {
+        Mode::PerEvent => BatchRunner::PerBatch {
+            executor: Executor::new(&managed, &fixed).in_slot(Slot::Telemetry),
+            command,
+        },
+        Mode::Persistent => {
+            BatchRunner::Persistent(LongLived::new(command, &managed, &fixed, Slot::Telemetry))
+        }
+    };
     let mut failures = FailureLog::default();
+    if let BatchRunner::Persistent(process) = &mut runner {
+        // Started now, so the first batch does not wait for its start-up.
+        if let Err(failure) = process.start() {
+            failures.log(&failure);
+        }
+    }
     while let Some(batch) = queue.next() {
-        let items = batch.items.to_string();
         let deadline = Deadline::within(RUN_LIMIT, RUN_MARGIN, RUN_HINT);
         let started = Instant::now();
-        let outcome = executor.run(
-            command,
-            Input::Bytes(&batch.body),
-            &[(BATCH_ITEMS_ENV, &items)],
-            Some(deadline),
-            Leftovers::Kill,
-        );
-        match outcome {
+        match runner.run(&batch, deadline) {
             Ok(()) => debug!(
                 "telemetry: batch of {} items delivered in {} ms",
                 batch.items,
@@ -260,6 +292,47 @@ fn deliver(command: &CommandLine, extension_name: &str, queue: &Queue) {
             Err(failure) => failures.log(&failure),
         }
         queue.delivered(&batch);
+    }
+    if let BatchRunner::Persistent(process) = &mut runner {
+        let deadline = Deadline::within(EXIT_LIMIT, RUN_MARGIN / 4, RUN_HINT);
+        match process.finish(Some(deadline)) {
+            Ok(()) | Err(CommandFailure::Stopped { .. }) => {}
+            Err(failure) => warn!(
+                "telemetry command {} at SHUTDOWN",
+                super::one_line(&failure.to_string())
+            ),
+        }
+    }
+}
+
+/// How the telemetry command runs.
+enum BatchRunner {
+    /// A new process per batch, the batch on its stdin.
+    PerBatch {
+        executor: Executor,
+        command: CommandLine,
+    },
+    /// One process, a batch per line.
+    Persistent(LongLived),
+}
+
+impl BatchRunner {
+    fn run(&mut self, batch: &Batch, deadline: Deadline) -> Result<(), CommandFailure> {
+        match self {
+            BatchRunner::PerBatch { executor, command } => {
+                let items = batch.items.to_string();
+                executor.run(
+                    command,
+                    Input::Bytes(&batch.body),
+                    &[(BATCH_ITEMS_ENV, &items)],
+                    Some(deadline),
+                    Leftovers::Kill,
+                )
+            }
+            BatchRunner::Persistent(process) => {
+                process.deliver(&as_line(&batch.body), Some(deadline))
+            }
+        }
     }
 }
 
