@@ -29,6 +29,8 @@ const EXIT_HINT: &str = "a persistent handler must exit soon after its stdin rea
 
 /// A long-lived command: started once, restarted when it has ended, fed one line at a time.
 pub struct LongLived {
+    /// What the command is, for log lines: `handler`, `telemetry command`.
+    role: &'static str,
     command: CommandLine,
     environment: Environment,
     slot: Slot,
@@ -42,8 +44,9 @@ pub struct LongLived {
 
 impl LongLived {
     /// A command whose environment is this process's, minus `managed`, plus `fixed` and
-    /// `LAMBDA_ACK_FD`; it runs in `slot`.
+    /// `LAMBDA_ACK_FD`; it runs in `slot`. `role` names it in log lines.
     pub fn new(
+        role: &'static str,
         command: CommandLine,
         managed: &[&str],
         fixed: &[(&str, &str)],
@@ -53,6 +56,7 @@ impl LongLived {
         let mut fixed = fixed.to_vec();
         fixed.push(("LAMBDA_ACK_FD", &ack_fd));
         LongLived {
+            role,
             command,
             environment: Environment::capture(managed, &fixed),
             slot,
@@ -200,13 +204,19 @@ impl LongLived {
             return Err(self.stopped(signal));
         }
         if answered {
-            warn!("persistent command {failure} between lines; starting it again");
+            warn!(
+                "persistent {} {failure} between lines; starting it again",
+                self.role
+            );
         } else {
             let failure = self.crashed_on_start(failure);
             if matches!(failure, CommandFailure::CrashLoop { .. }) {
                 return Err(failure);
             }
-            warn!("persistent command {failure} before answering a line; starting it again");
+            warn!(
+                "persistent {} {failure} before answering a line; starting it again",
+                self.role
+            );
         }
         self.start()?;
         info!("persistent command `{}` started again", self.command.line());

@@ -19,6 +19,7 @@ impl Persistent {
     pub fn new(handler: CommandLine, extension_name: &str, margin: Duration) -> Persistent {
         Persistent {
             process: LongLived::new(
+                "handler",
                 handler,
                 &MANAGED_ENV,
                 &[("LAMBDA_EXTENSION_NAME", extension_name)],

@@ -268,9 +268,13 @@ fn deliver(command: CommandLine, mode: Mode, extension_name: &str, queue: &Queue
             executor: Executor::new(&managed, &fixed).in_slot(Slot::Telemetry),
             command,
         },
-        Mode::Persistent => {
-            BatchRunner::Persistent(LongLived::new(command, &managed, &fixed, Slot::Telemetry))
-        }
+        Mode::Persistent => BatchRunner::Persistent(LongLived::new(
+            "telemetry command",
+            command,
+            &managed,
+            &fixed,
+            Slot::Telemetry,
+        )),
     };
     let mut failures = FailureLog::default();
     if let BatchRunner::Persistent(process) = &mut runner {
