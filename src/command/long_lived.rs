@@ -135,7 +135,9 @@ impl LongLived {
                 }
             }
             Ok(Outcome::Broke(problem)) => Err(self.protocol_failure(problem)),
-            Ok(Outcome::Ended { status, stage }) => Err(self.ended(status, stage, deadline)),
+            Ok(Outcome::Ended { status, stage }) => {
+                Err(self.ended(status, stage, deadline, Ending::Unasked))
+            }
             Err(error) => {
                 self.stop();
                 Err(CommandFailure::NotStarted {
@@ -158,10 +160,12 @@ impl LongLived {
             ..deadline
         });
         match running.supervise(Want::Exit, &mut None, deadline, &mut self.buffer) {
-            Ok(Outcome::Ended { status, stage }) => match self.ended(status, stage, deadline) {
-                CommandFailure::Exited { code: 0, .. } => Ok(()),
-                failure => Err(failure),
-            },
+            Ok(Outcome::Ended { status, stage }) => {
+                match self.ended(status, stage, deadline, Ending::Asked) {
+                    CommandFailure::Exited { code: 0, .. } => Ok(()),
+                    failure => Err(failure),
+                }
+            }
             Ok(_) => Ok(()),
             Err(error) => {
                 self.stop();
@@ -173,9 +177,13 @@ impl LongLived {
         }
     }
 
-    /// Kills the command's group at once and reaps it (the extension is done with it).
+    /// Kills the command's group at once and reaps it (the extension is done with it), after
+    /// copying what it has written.
     pub fn stop(&mut self) {
-        if let Some(running) = self.running.take() {
+        if let Some(mut running) = self.running.take() {
+            running
+                .streams
+                .copy_available(&mut running.stderr_tail, &mut self.buffer);
             signal_group(running.pid, libc::SIGKILL);
             let _ = spawn::wait(running.pid, false);
             group::set_running(self.slot, 0);
@@ -224,7 +232,13 @@ impl LongLived {
     }
 
     /// The command ended (or was stopped) while it was being waited for.
-    fn ended(&mut self, status: i32, stage: Stage, deadline: Option<Deadline>) -> CommandFailure {
+    fn ended(
+        &mut self,
+        status: i32,
+        stage: Stage,
+        deadline: Option<Deadline>,
+        ending: Ending,
+    ) -> CommandFailure {
         let Some(running) = self.running.take() else {
             return status_failure(self.command.line(), status, String::new());
         };
@@ -242,9 +256,9 @@ impl LongLived {
             };
         }
         let failure = status_failure(&command, status, tail);
-        match running.answered {
-            true => failure,
-            false => self.crashed_on_start(failure),
+        match (ending, running.answered) {
+            (Ending::Unasked, false) => self.crashed_on_start(failure),
+            _ => failure,
         }
     }
 
@@ -312,6 +326,13 @@ fn status_failure(command: &str, status: i32, stderr_tail: String) -> CommandFai
             stderr_tail,
         },
     }
+}
+
+/// Whether the command's end was asked for (its stdin closed) or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    Asked,
+    Unasked,
 }
 
 /// What [`Running::supervise`] waits for.
