@@ -506,12 +506,18 @@ impl Running {
             if fds[STDIN].revents != 0 {
                 self.write_input(input);
             }
-            let exited = match &self.exit_watch {
+            let mut exited = match &self.exit_watch {
                 Some(_) => fds[EXIT].revents != 0,
                 None => spawn::has_exited(self.pid)?,
             };
             if listen_for_answer && (fds[ACKS].revents != 0 || exited) {
-                match self.read_answer() {
+                let mut answer = self.read_answer();
+                if let (Some(Err(AckProblem::Closed)), false) = (&answer, exited) {
+                    // A command closes fd 3 as it exits, a moment before its exit is seen.
+                    exited = self.exits_within(Duration::from_millis(100))?;
+                    answer = self.read_answer();
+                }
+                match answer {
                     Some(Ok(ack)) => {
                         if output_ready.contains(&true) {
                             // What it wrote before answering goes to the log before the
@@ -534,6 +540,30 @@ impl Running {
                 self.stdin = None;
                 self.streams.copy_available(&mut self.stderr_tail, buffer);
                 return Ok(Outcome::Ended { status, stage });
+            }
+        }
+    }
+
+    /// Whether the command exits within `wait` (it is not reaped).
+    fn exits_within(&self, wait: Duration) -> io::Result<bool> {
+        let give_up = Instant::now() + wait;
+        loop {
+            if spawn::has_exited(self.pid)? {
+                return Ok(true);
+            }
+            let left = give_up.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            let step = left.min(Duration::from_millis(5));
+            match &self.exit_watch {
+                Some(pidfd) => {
+                    let mut fds = [pollfd(pidfd.as_raw_fd(), libc::POLLIN)];
+                    let step_ms = step.as_micros().div_ceil(1000) as i32;
+                    // SAFETY: `fds` is a valid array of one pollfd for the duration of the call.
+                    unsafe { libc::poll(fds.as_mut_ptr(), 1, step_ms) };
+                }
+                None => std::thread::sleep(step),
             }
         }
     }
@@ -590,5 +620,151 @@ impl Running {
                 Err(_) => self.acks_open = false,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command(line: &str) -> LongLived {
+        let line = CommandLine::parse(line).unwrap();
+        // The telemetry slot: the event handler's tests elsewhere may use the other one.
+        LongLived::new("handler", line, &[], &[], Slot::Telemetry)
+    }
+
+    fn within(ms: u64) -> Option<Deadline> {
+        Some(Deadline::within(
+            Duration::from_millis(ms),
+            Duration::from_millis(100),
+            "",
+        ))
+    }
+
+    /// Processes in `group` that are not zombies.
+    fn live_members(group: i32) -> usize {
+        let entries = std::fs::read_dir("/proc").unwrap();
+        entries
+            .filter_map(|entry| std::fs::read_to_string(entry.ok()?.path().join("stat")).ok())
+            .filter(|stat| {
+                // pid (comm) state ppid pgrp ...: comm may hold spaces, so split after ')'.
+                let fields: Vec<&str> = stat
+                    .rsplit_once(')')
+                    .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+                fields.get(2) == Some(&group.to_string().as_str()) && fields.first() != Some(&"Z")
+            })
+            .count()
+    }
+
+    #[test]
+    fn answers_are_matched_with_lines_by_one_process() {
+        let mut handler = command(
+            r#"while read -r line; do case "$line" in *bad*) echo "error no $line" >&3 ;; *) echo ok >&3 ;; esac; done"#,
+        );
+        handler.start().unwrap();
+        let pid = handler.running.as_ref().unwrap().pid;
+        assert!(handler.deliver(b"one", within(5000)).is_ok());
+        let failure = handler.deliver(b"bad", within(5000)).unwrap_err();
+        assert!(
+            matches!(&failure, CommandFailure::Reported { message, .. } if message == "no bad"),
+            "{failure:?}"
+        );
+        assert!(handler.deliver(b"three", within(5000)).is_ok());
+        assert_eq!(handler.running.as_ref().unwrap().pid, pid);
+        assert!(handler.finish(within(5000)).is_ok());
+        assert!(handler.running.is_none());
+    }
+
+    #[test]
+    fn garbage_on_fd_3_stops_the_command_and_the_next_line_starts_a_new_one() {
+        let mut handler =
+            command("read -r line; echo yes >&3; read -r line; echo ok >&3; sleep 30");
+        let failure = handler.deliver(b"one", within(5000)).unwrap_err();
+        assert!(
+            matches!(&failure, CommandFailure::BadAck { problem: AckProblem::Garbage(line), .. } if line == "yes"),
+            "{failure:?}"
+        );
+        assert!(handler.running.is_none());
+        // A new process: it answers the first line with garbage again.
+        assert!(handler.deliver(b"two", within(5000)).is_err());
+    }
+
+    #[test]
+    fn closing_fd_3_is_a_protocol_error_not_a_hang() {
+        let mut handler = command("read -r line; exec 3>&-; sleep 30");
+        let started = Instant::now();
+        let failure = handler.deliver(b"one", within(20_000)).unwrap_err();
+        assert!(
+            matches!(
+                &failure,
+                CommandFailure::BadAck {
+                    problem: AckProblem::Closed,
+                    ..
+                }
+            ),
+            "{failure:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn no_answer_by_the_deadline_is_a_timeout_and_a_fresh_start() {
+        let mut handler = command("read -r line; sleep 30");
+        handler.start().unwrap();
+        let first = handler.running.as_ref().unwrap().pid;
+        let failure = handler.deliver(b"one", within(300)).unwrap_err();
+        assert!(
+            matches!(failure, CommandFailure::TimedOut { .. }),
+            "{failure:?}"
+        );
+        // Killed; orphans are reaped by init, maybe later, so zombies do not count.
+        assert_eq!(
+            live_members(first),
+            0,
+            "the timed-out command's group lives on"
+        );
+        let _ = handler.deliver(b"two", within(300));
+        assert_ne!(handler.running.as_ref().map(|r| r.pid), Some(first));
+    }
+
+    #[test]
+    fn ending_before_the_first_answer_three_times_is_a_crash_loop() {
+        let mut handler = command("echo starting >&2; exit 3");
+        let mut failures = Vec::new();
+        for line in [&b"one"[..], b"two", b"three"] {
+            failures.push(handler.deliver(line, within(5000)).unwrap_err());
+        }
+        let last = failures.last().unwrap();
+        assert!(
+            matches!(last, CommandFailure::CrashLoop { crashes: 3, .. }),
+            "{failures:?}"
+        );
+        assert!(last.to_string().contains("status 3"), "{last}");
+        // Given up: not started again.
+        let again = handler.deliver(b"four", within(5000)).unwrap_err();
+        assert!(matches!(again, CommandFailure::CrashLoop { .. }));
+        assert!(handler.running.is_none());
+    }
+
+    #[test]
+    fn an_exit_between_lines_is_restarted_before_the_next_line() {
+        let mut handler = command("read -r line; echo ok >&3; exit 0");
+        assert!(handler.deliver(b"one", within(5000)).is_ok());
+        let first = handler.running.as_ref().unwrap().pid;
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(handler.deliver(b"two", within(5000)).is_ok());
+        assert_ne!(handler.running.as_ref().unwrap().pid, first);
+    }
+
+    #[test]
+    fn a_command_that_ignores_end_of_file_is_stopped_at_the_deadline() {
+        let mut handler = command("read -r line; echo ok >&3; sleep 30");
+        assert!(handler.deliver(b"one", within(5000)).is_ok());
+        let failure = handler.finish(within(400)).unwrap_err();
+        assert!(
+            matches!(failure, CommandFailure::TimedOut { .. }),
+            "{failure:?}"
+        );
+        assert!(failure.to_string().contains("end of file"), "{failure}");
     }
 }
