@@ -1442,10 +1442,10 @@ fn axis(max: f64) -> (f64, f64) {
     ((max / step).ceil() * step, step)
 }
 
-const CHART_WIDTH: f64 = 1120.0;
+const CHART_WIDTH: f64 = 1220.0;
 const LABEL_RIGHT: f64 = 330.0;
 const PLOT_LEFT: f64 = 345.0;
-const PLOT_WIDTH: f64 = 470.0;
+const PLOT_WIDTH: f64 = 450.0;
 const ROW: f64 = 34.0;
 
 /// One panel: its groups of bars on one linear axis from 0 to `max` µs; returns the SVG and
@@ -1517,7 +1517,7 @@ fn chart_panel(
             if let (Some(delta), Some(ratio)) = (bar.delta, bar.ratio) {
                 text.push_str(&format!(" ({delta:+.0} µs, {ratio:.2}× floor"));
                 if let Some(speedup) = bar.speedup {
-                    text.push_str(&format!("; {speedup:.0}× faster than {PER_EVENT_PEER}"));
+                    text.push_str(&format!("; {speedup:.1}× faster than {PER_EVENT_PEER}"));
                 }
                 text.push(')');
             }
@@ -1553,7 +1553,7 @@ fn chart_panel(
 
 /// The whole chart: every group on one axis, then the no-process group again on its own axis
 /// (its bars are a few pixels long next to a process per event), then the legend.
-fn chart_svg(bars: &[Bar], title: &str, subtitle: &str) -> String {
+fn chart_svg(bars: &[Bar], title: &str, subtitle: &[String]) -> String {
     let mut groups: Vec<&'static str> = Vec::new();
     for bar in bars {
         if !groups.contains(&bar.group) {
@@ -1562,7 +1562,7 @@ fn chart_svg(bars: &[Bar], title: &str, subtitle: &str) -> String {
     }
     let all: Vec<&Bar> = bars.iter().collect();
     let mut body = String::new();
-    let mut y = 60.0;
+    let mut y = 52.0 + 16.0 * subtitle.len() as f64;
     y += chart_panel(&mut body, y, "All programs, one scale", &all, &groups);
     let nocmd: Vec<&Bar> = bars.iter().filter(|b| b.group == "floor-nocmd").collect();
     if !nocmd.is_empty() && groups.len() > 1 {
@@ -1575,36 +1575,49 @@ fn chart_svg(bars: &[Bar], title: &str, subtitle: &str) -> String {
             &["floor-nocmd"],
         );
     }
-    // Legend.
-    let mut lx = 20.0;
-    for kind in [
+    // Legend: a swatch per kind of bar drawn, then the floor's mark; wrapped to the width.
+    let mut items: Vec<(String, &str)> = [
         Kind::Floor,
         Kind::Official,
         Kind::PerEvent,
         Kind::Persistent,
-    ] {
-        if !bars.iter().any(|b| b.kind == kind) {
-            continue;
+    ]
+    .into_iter()
+    .filter(|kind| bars.iter().any(|b| b.kind == *kind))
+    .map(|kind| {
+        (
+            format!(
+                "<rect x=\"{{x}}\" y=\"{{y}}\" width=\"14\" height=\"14\" fill=\"{}\"/>",
+                kind.colour()
+            ),
+            kind.legend(),
+        )
+    })
+    .collect();
+    items.push((
+        "<line x1=\"{x7}\" x2=\"{x7}\" y1=\"{y}\" y2=\"{y14}\" class=\"floor\"/>".to_owned(),
+        "its floor, measured in the same rounds (×floor and Δ: medians of per-round pairs)",
+    ));
+    let mut lx = 20.0;
+    for (mark, text) in items {
+        let width = 20.0 + 6.8 * text.chars().count() as f64 + 22.0;
+        if lx > 20.0 && lx + width > CHART_WIDTH - 10.0 {
+            lx = 20.0;
+            y += 22.0;
         }
+        let mark = mark
+            .replace("{x7}", &format!("{:.1}", lx + 7.0))
+            .replace("{x}", &format!("{lx:.1}"))
+            .replace("{y14}", &format!("{:.1}", y + 14.0))
+            .replace("{y}", &format!("{y:.1}"));
         body.push_str(&format!(
-            "<rect x=\"{lx:.1}\" y=\"{:.1}\" width=\"14\" height=\"14\" fill=\"{}\"/>\n\
-             <text x=\"{:.1}\" y=\"{:.1}\" class=\"legend\">{}</text>\n",
-            y,
-            kind.colour(),
+            "{mark}\n<text x=\"{:.1}\" y=\"{:.1}\" class=\"legend\">{}</text>\n",
             lx + 20.0,
             y + 12.0,
-            kind.legend()
+            xml_escape(text)
         ));
-        lx += 20.0 + 7.0 * kind.legend().chars().count() as f64 + 18.0;
+        lx += width;
     }
-    body.push_str(&format!(
-        "<line x1=\"{lx:.1}\" x2=\"{lx:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" class=\"floor\"/>\n\
-         <text x=\"{:.1}\" y=\"{:.1}\" class=\"legend\">its floor (×floor, Δ: paired per round)</text>\n",
-        y - 2.0,
-        y + 16.0,
-        lx + 8.0,
-        y + 12.0
-    ));
     y += 30.0;
     format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{CHART_WIDTH}\" height=\"{y:.0}\" viewBox=\"0 0 {CHART_WIDTH} {y:.0}\" font-family=\"Helvetica, Arial, sans-serif\">\n\
@@ -1623,10 +1636,17 @@ fn chart_svg(bars: &[Bar], title: &str, subtitle: &str) -> String {
          </style>\n\
          <rect width=\"100%\" height=\"100%\" fill=\"#fff\"/>\n\
          <text x=\"20\" y=\"26\" class=\"title\">{}</text>\n\
-         <text x=\"20\" y=\"46\" class=\"subtitle\">{}</text>\n\
-         {body}</svg>\n",
+         {}{body}</svg>\n",
         xml_escape(title),
-        xml_escape(subtitle)
+        subtitle
+            .iter()
+            .enumerate()
+            .map(|(i, line)| format!(
+                "<text x=\"20\" y=\"{}\" class=\"subtitle\">{}</text>\n",
+                46 + 16 * i,
+                xml_escape(line)
+            ))
+            .collect::<String>()
     )
 }
 
@@ -2510,13 +2530,15 @@ fn main() {
     let chart = chart_svg(
         &bars,
         "lambda-shell-extension: what each event costs, by program and mode (lower is better)",
-        &format!(
-            "make bench, {} · {machine} · {} · {} round(s) × {} events, interleaved, paired with the floor of the same round",
-            utc_date(now),
-            options.build,
-            options.rounds,
-            options.events
-        ),
+        &[
+            format!(
+                "make bench, {}: {} round(s) × {} events per program, interleaved; each compared with its floor in the same round",
+                utc_date(now),
+                options.rounds,
+                options.events
+            ),
+            format!("{machine}; {}; pinning {pinning_text}", options.build),
+        ],
     );
     let chart_path = options.out.with_extension("svg");
     let mut chart_paths = vec![chart_path];
