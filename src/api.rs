@@ -179,8 +179,179 @@ pub struct NextEventResponse {
 impl NextEventResponse {
     /// Parses a next-event body; the bytes are kept so they can be passed on untouched.
     pub fn from_body(body: Vec<u8>) -> Result<Self, serde_json::Error> {
-        let event = serde_json::from_slice(&body)?;
+        let event = parse_event(&body)?;
         Ok(NextEventResponse { event, body })
+    }
+}
+
+/// A next-event body as its [`Event`]: exactly what `serde_json::from_slice::<Event>` returns,
+/// at less cost.
+///
+/// The derived `Deserialize` of an internally tagged enum cannot know the variant before it has
+/// seen the tag, so it first copies the whole object into serde's buffer (every key and value,
+/// nested objects too), then deserializes the variant from that copy. Lambda sends `eventType`
+/// first, so [`fast::parse`] reads the tag, then the variant's fields straight from the bytes,
+/// skipping the others as the derive does. It accepts a subset of what the derive accepts and
+/// builds the same value; anything else (the tag not first, a field twice, a wrong type, an
+/// unknown event...) goes to the derive, so the outcome and the error are always the derive's.
+pub(crate) fn parse_event(body: &[u8]) -> Result<Event, serde_json::Error> {
+    match fast::parse(body) {
+        Some(event) => Ok(event),
+        None => serde_json::from_slice(body),
+    }
+}
+
+mod fast {
+    use std::fmt;
+
+    use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+    use serde::Deserialize;
+
+    use super::{Event, InvokeEvent, ShutdownEvent, Tracing};
+
+    /// The event, or `None` where the derived `Deserialize` must decide.
+    pub(super) fn parse(body: &[u8]) -> Option<Event> {
+        let mut deserializer = serde_json::Deserializer::from_slice(body);
+        let event = (&mut deserializer).deserialize_map(EventVisitor).ok()?;
+        deserializer.end().ok()?;
+        Some(event)
+    }
+
+    /// The keys either variant reads; any other is skipped.
+    enum Key {
+        EventType,
+        DeadlineMs,
+        RequestId,
+        InvokedFunctionArn,
+        Tracing,
+        ShutdownReason,
+        Other,
+    }
+
+    impl<'de> Deserialize<'de> for Key {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct KeyVisitor;
+            impl Visitor<'_> for KeyVisitor {
+                type Value = Key;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a field name")
+                }
+                fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
+                    Ok(match key {
+                        "eventType" => Key::EventType,
+                        "deadlineMs" => Key::DeadlineMs,
+                        "requestId" => Key::RequestId,
+                        "invokedFunctionArn" => Key::InvokedFunctionArn,
+                        "tracing" => Key::Tracing,
+                        "shutdownReason" => Key::ShutdownReason,
+                        _ => Key::Other,
+                    })
+                }
+            }
+            deserializer.deserialize_identifier(KeyVisitor)
+        }
+    }
+
+    /// The tag's value, as a string: the only spelling taken here.
+    enum Kind {
+        Invoke,
+        Shutdown,
+    }
+
+    impl<'de> Deserialize<'de> for Kind {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct KindVisitor;
+            impl Visitor<'_> for KindVisitor {
+                type Value = Kind;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("INVOKE or SHUTDOWN")
+                }
+                fn visit_str<E: de::Error>(self, kind: &str) -> Result<Kind, E> {
+                    match kind {
+                        "INVOKE" => Ok(Kind::Invoke),
+                        "SHUTDOWN" => Ok(Kind::Shutdown),
+                        _ => Err(E::custom("not taken here")),
+                    }
+                }
+            }
+            deserializer.deserialize_str(KindVisitor)
+        }
+    }
+
+    struct EventVisitor;
+
+    /// Stores a field's value; a field seen twice is the derive's to refuse.
+    fn once<T, E: de::Error>(slot: &mut Option<T>, value: T) -> Result<(), E> {
+        match slot {
+            Some(_) => Err(E::custom("field twice")),
+            None => {
+                *slot = Some(value);
+                Ok(())
+            }
+        }
+    }
+
+    impl<'de> Visitor<'de> for EventVisitor {
+        type Value = Event;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an event object starting with eventType")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Event, A::Error> {
+            let not_taken = || de::Error::custom("not taken here");
+            if !matches!(map.next_key::<Key>()?, Some(Key::EventType)) {
+                return Err(not_taken());
+            }
+            match map.next_value::<Kind>()? {
+                Kind::Invoke => {
+                    let (mut deadline_ms, mut request_id) = (None, None);
+                    let (mut arn, mut tracing) = (None, None);
+                    while let Some(key) = map.next_key::<Key>()? {
+                        match key {
+                            Key::DeadlineMs => once(&mut deadline_ms, map.next_value::<u64>()?)?,
+                            Key::RequestId => once(&mut request_id, map.next_value::<String>()?)?,
+                            Key::InvokedFunctionArn => once(&mut arn, map.next_value::<String>()?)?,
+                            Key::Tracing => {
+                                once(&mut tracing, map.next_value::<Option<Tracing>>()?)?
+                            }
+                            Key::EventType => return Err(not_taken()),
+                            Key::ShutdownReason | Key::Other => {
+                                map.next_value::<IgnoredAny>()?;
+                            }
+                        }
+                    }
+                    Ok(Event::Invoke(InvokeEvent {
+                        deadline_ms: deadline_ms.ok_or_else(not_taken)?,
+                        request_id: request_id.ok_or_else(not_taken)?,
+                        invoked_function_arn: arn.unwrap_or_default(),
+                        tracing: tracing.flatten(),
+                    }))
+                }
+                Kind::Shutdown => {
+                    let (mut deadline_ms, mut shutdown_reason) = (None, None);
+                    while let Some(key) = map.next_key::<Key>()? {
+                        match key {
+                            Key::DeadlineMs => once(&mut deadline_ms, map.next_value::<u64>()?)?,
+                            Key::ShutdownReason => {
+                                once(&mut shutdown_reason, map.next_value::<String>()?)?
+                            }
+                            Key::EventType => return Err(not_taken()),
+                            Key::RequestId
+                            | Key::InvokedFunctionArn
+                            | Key::Tracing
+                            | Key::Other => {
+                                map.next_value::<IgnoredAny>()?;
+                            }
+                        }
+                    }
+                    Ok(Event::Shutdown(ShutdownEvent {
+                        shutdown_reason: shutdown_reason.unwrap_or_default(),
+                        deadline_ms: deadline_ms.ok_or_else(not_taken)?,
+                    }))
+                }
+            }
+        }
     }
 }
 
@@ -674,6 +845,73 @@ mod tests {
                     deadline_ms: 5
                 })
             );
+        }
+    }
+
+    /// `parse_event` must answer exactly as the derived `Deserialize` does: the same event, or
+    /// the same error message, whichever path it takes.
+    #[test]
+    fn fast_event_parsing_agrees_with_the_derive() {
+        let invoke = r#""deadlineMs":1654468766618,"requestId":"r-1","invokedFunctionArn":"arn:a""#;
+        let tracing = r#""tracing":{"type":"X-Amzn-Trace-Id","value":"Root=1-a"}"#;
+        let bodies = [
+            // Taken by the fast path.
+            format!(r#"{{"eventType":"INVOKE",{invoke},{tracing}}}"#),
+            format!(r#"{{"eventType":"INVOKE",{invoke}}}"#),
+            format!(r#"{{"eventType":"INVOKE",{invoke},"tracing":null}}"#),
+            format!(
+                r#"{{"eventType":"INVOKE",{invoke},"extra":{{"a":[1,{{"b":null}}]}},"x":1.5}}"#
+            ),
+            format!(r#"{{"eventType":"INVOKE",{invoke},"shutdownReason":7}}"#),
+            format!(r#" {{ "eventType" : "INVOKE" , {invoke} }} "#),
+            r#"{"eventType":"INVOKE","deadlineMs":0,"requestId":"r"}"#.to_string(),
+            r#"{"eventType":"INVOKE","deadlineMs":1,"requestId":"caf\u00e9 \"q\" \n"}"#.to_string(),
+            r#"{"eventType":"INVOKE","deadlineMs":1,"request\u0049d":"escaped key"}"#.to_string(),
+            r#"{"eventType":"INVOKE","deadlineMs":1,"requestId":"r","tracing":["t","v"]}"#
+                .to_string(),
+            r#"{"eventType":"SHUTDOWN","shutdownReason":"spindown","deadlineMs":5}"#.to_string(),
+            r#"{"eventType":"SHUTDOWN","deadlineMs":5}"#.to_string(),
+            r#"{"eventType":"SHUTDOWN","deadlineMs":5,"requestId":5,"tracing":"x"}"#.to_string(),
+            // Left to the derive: the tag not first, or not a known string.
+            format!(r#"{{{invoke},"eventType":"INVOKE"}}"#),
+            r#"{"deadlineMs":5,"eventType":"SHUTDOWN","requestId":5}"#.to_string(),
+            format!(r#"{{"eventType":0,{invoke}}}"#),
+            r#"{"eventType":"RESTORE","deadlineMs":1}"#.to_string(),
+            r#"{"eventType":"invoke","deadlineMs":1,"requestId":"r"}"#.to_string(),
+            // Errors, which must read as the derive's.
+            format!(r#"{{"eventType":"INVOKE",{invoke},"requestId":"again"}}"#),
+            format!(r#"{{"eventType":"INVOKE",{invoke},"eventType":"INVOKE"}}"#),
+            r#"{"eventType":"INVOKE","requestId":"r"}"#.to_string(),
+            r#"{"eventType":"INVOKE","deadlineMs":1}"#.to_string(),
+            r#"{"eventType":"INVOKE","deadlineMs":-1,"requestId":"r"}"#.to_string(),
+            r#"{"eventType":"INVOKE","deadlineMs":1.5,"requestId":"r"}"#.to_string(),
+            r#"{"eventType":"INVOKE","deadlineMs":"1","requestId":"r"}"#.to_string(),
+            r#"{"eventType":"INVOKE","deadlineMs":1,"requestId":5}"#.to_string(),
+            r#"{"eventType":"INVOKE","deadlineMs":1,"requestId":"r","tracing":5}"#.to_string(),
+            r#"{"eventType":"SHUTDOWN","shutdownReason":1,"deadlineMs":5}"#.to_string(),
+            r#"{"eventType":"SHUTDOWN"}"#.to_string(),
+            r#"{"eventType":"SHUTDOWN","deadlineMs":5} trailing"#.to_string(),
+            r#"{"eventType":"SHUTDOWN","deadlineMs":5"#.to_string(),
+            r#"{"deadlineMs":1}"#.to_string(),
+            r#"["SHUTDOWN",5]"#.to_string(),
+            "{}".to_string(),
+            "[]".to_string(),
+            "null".to_string(),
+            "not json".to_string(),
+            String::new(),
+        ];
+        for body in &bodies {
+            let derived =
+                serde_json::from_slice::<Event>(body.as_bytes()).map_err(|e| e.to_string());
+            let parsed = parse_event(body.as_bytes()).map_err(|e| e.to_string());
+            assert_eq!(parsed, derived, "{body}");
+        }
+        // The fast path takes what Lambda sends, so it is the one measured.
+        for body in &bodies[..13] {
+            assert!(fast::parse(body.as_bytes()).is_some(), "{body}");
+        }
+        for body in &bodies[13..] {
+            assert!(fast::parse(body.as_bytes()).is_none(), "{body}");
         }
     }
 
