@@ -51,10 +51,15 @@
 
 use std::fmt;
 use std::io::Read;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use ureq::http::{HeaderName, HeaderValue};
+use ureq::config::IpFamily;
+use ureq::http::{header, HeaderName, HeaderValue, Request, Uri};
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 use crate::api::{
     ErrorRequest, LogSubscription, NextEventResponse, RegistrationRequest, RegistrationResponse,
@@ -299,9 +304,11 @@ impl Subscribed {
 /// costs more at start-up than everything else the extension does before registering (in a
 /// size-optimised build the fill is a byte loop); 16 KiB holds any Lambda API header and event.
 /// Statuses are not errors at the agent level, so no request needs a configuration of its own.
+/// An address that is an IP literal (Lambda's `127.0.0.1:9001`) is taken as it is, not formatted
+/// and parsed again on every call as ureq's resolver does; a host name is resolved by ureq's.
 pub fn lambda_agent() -> ureq::Agent {
     const BUFFER_BYTES: usize = 16 * 1024;
-    ureq::Agent::config_builder()
+    let config = ureq::Agent::config_builder()
         // The API is on loopback: a proxy set for the function (HTTP_PROXY, ALL_PROXY...) must
         // never see, or break, the extension's calls.
         .proxy(None)
@@ -314,8 +321,78 @@ pub fn lambda_agent() -> ureq::Agent {
         .input_buffer_size(BUFFER_BYTES)
         .output_buffer_size(BUFFER_BYTES)
         .max_response_header_size(BUFFER_BYTES)
-        .build()
-        .into()
+        .build();
+    ureq::Agent::with_parts(
+        config,
+        DefaultConnector::default(),
+        IpLiteralResolver::default(),
+    )
+}
+
+/// ureq's resolver formats `host:port` into a new string and parses it back on every call, even
+/// for an IP address, before the pool is even asked for a connection: 3,000 instructions of an
+/// event's ~47,000 (docs/http-path.md). This one reads an IP literal's address from the URI once
+/// and answers the same authority from that copy afterwards (an IP address resolves to itself:
+/// nothing can go stale); anything else goes to ureq's own resolver every time, which also keeps
+/// its behaviour for an IP family other than `Any`. (`Resolver` is in ureq's `unversioned`
+/// module; its signature has not changed since ureq 3.0.0.)
+#[derive(Debug, Default)]
+struct IpLiteralResolver {
+    fallback: DefaultResolver,
+    /// The last IP-literal authority (`127.0.0.1:9001`) and its address.
+    last: Mutex<Option<(String, ResolvedSocketAddrs)>>,
+}
+
+impl Resolver for IpLiteralResolver {
+    fn resolve(
+        &self,
+        uri: &Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        if config.ip_family() == IpFamily::Any {
+            if let Some(authority) = uri.authority() {
+                // A poisoned lock only loses the copy: the address is worked out again.
+                let mut last = self
+                    .last
+                    .lock()
+                    .unwrap_or_else(|poison| poison.into_inner());
+                if let Some((cached, addresses)) = last.as_ref() {
+                    if cached == authority.as_str() && uri.scheme_str() == Some("http") {
+                        return Ok(addresses.clone());
+                    }
+                }
+                if let Some(address) = ip_literal(uri) {
+                    let mut addresses = self.empty();
+                    addresses.push(address);
+                    if uri.scheme_str() == Some("http") {
+                        *last = Some((authority.as_str().to_owned(), addresses.clone()));
+                    }
+                    return Ok(addresses);
+                }
+            }
+        }
+        self.fallback.resolve(uri, config, timeout)
+    }
+}
+
+/// The socket address of a URI whose host is an IP address (`127.0.0.1`, `[::1]`), with its
+/// port or the scheme's default.
+fn ip_literal(uri: &Uri) -> Option<SocketAddr> {
+    let authority = uri.authority()?;
+    let host = authority.host();
+    let host = host
+        .strip_prefix('[')
+        .and_then(|host| host.strip_suffix(']'))
+        .unwrap_or(host);
+    let ip: IpAddr = host.parse().ok()?;
+    let port = match (authority.port_u16(), uri.scheme_str()) {
+        (Some(port), _) => port,
+        (None, Some("http")) => 80,
+        (None, Some("https")) => 443,
+        (None, _) => return None,
+    };
+    Some(SocketAddr::new(ip, port))
 }
 
 /// Starts the protocol: knows where the API is and what the extension is called.
@@ -420,14 +497,16 @@ impl RegistrationClient {
                 source,
                 body_start: body_start(&body),
             })?;
+        let next_url = format!("{base}/{EXTENSIONS_API_VERSION}/extension/event/next");
+        let next_request = next_event_request(&next_url, &id_header)?;
         let client = InvocationClient {
-            next_url: format!("{base}/{EXTENSIONS_API_VERSION}/extension/event/next"),
+            next_url,
+            next_request,
             init_error_url: format!("{base}/{EXTENSIONS_API_VERSION}/extension/init/error"),
             exit_error_url: format!("{base}/{EXTENSIONS_API_VERSION}/extension/exit/error"),
             logs_url: format!("{base}/{LOGS_API_VERSION}/logs"),
             telemetry_url: format!("{base}/{TELEMETRY_API_VERSION}/telemetry"),
             agent: self.agent,
-            id_header,
             extension_id: id,
             extension_name: name,
             last_next_answered: AtomicBool::new(true),
@@ -441,10 +520,11 @@ impl RegistrationClient {
 pub struct InvocationClient {
     agent: ureq::Agent,
     extension_id: String,
-    /// `extension_id` as a header value, validated once rather than on every event.
-    id_header: HeaderValue,
     extension_name: String,
     next_url: String,
+    /// The `/event/next` request, built once: each event sends a clone of it (no URL parsing, no
+    /// header building, no `Host` formatting per event).
+    next_request: Request<()>,
     init_error_url: String,
     exit_error_url: String,
     logs_url: String,
@@ -470,13 +550,20 @@ impl InvocationClient {
     pub fn next_event(&self) -> Result<NextEventResponse, ClientError> {
         let endpoint = Endpoint::NextEvent;
         let call = || {
-            keep_status(
-                &self.agent,
-                self.agent
-                    .get(&self.next_url)
-                    .header(IDENTIFIER_HEADER_NAME, self.id_header.clone()),
-            )
-            .call()
+            let request = self.next_request.clone();
+            if self.agent.config().http_status_as_error() {
+                // An agent of the caller's own that turns statuses into errors: this request keeps
+                // them as responses (a per-request configuration copies the agent's whole
+                // configuration, so lambda_agent() needs none).
+                let request = self
+                    .agent
+                    .configure_request(request)
+                    .http_status_as_error(false)
+                    .build();
+                self.agent.run(request)
+            } else {
+                self.agent.run(request)
+            }
         };
         // A kept-alive connection can be dead without the client knowing (after a SnapStart
         // restore, or an API that closed it while the extension was frozen): the request never
@@ -490,7 +577,7 @@ impl InvocationClient {
         self.last_next_answered.store(true, Ordering::Relaxed);
         let body = read_body(&mut response, endpoint, &self.next_url)?;
         expect_status(endpoint, response.status().as_u16(), &body, |s| s == 200)?;
-        match serde_json::from_slice(&body) {
+        match crate::api::parse_event(&body) {
             Ok(event) => Ok(NextEventResponse { event, body }),
             Err(source) => Err(ClientError::InvalidBody {
                 endpoint,
@@ -615,6 +702,29 @@ impl InvocationClient {
     }
 }
 
+/// `GET next_url` with the identifier and the `Host` header ureq would add (`host`, or
+/// `host:port` when the port is not the scheme's default), so a clone is ready to send.
+fn next_event_request(next_url: &str, id_header: &HeaderValue) -> Result<Request<()>, ClientError> {
+    let invalid = |reason: String| ClientError::InvalidRequest {
+        endpoint: Endpoint::NextEvent,
+        reason,
+    };
+    let uri: Uri = next_url
+        .parse()
+        .map_err(|error: ureq::http::uri::InvalidUri| invalid(error.to_string()))?;
+    let host = match (uri.host(), uri.port_u16()) {
+        (Some(host), Some(port)) if port != 80 => format!("{host}:{port}"),
+        (Some(host), _) => host.to_string(),
+        (None, _) => return Err(invalid(format!("{next_url} has no host"))),
+    };
+    let host = HeaderValue::try_from(host).map_err(|error| invalid(error.to_string()))?;
+    Request::get(uri)
+        .header(header::HOST, host)
+        .header(IDENTIFIER_HEADER_NAME, id_header.clone())
+        .body(())
+        .map_err(|error| invalid(error.to_string()))
+}
+
 /// The basename of `argv[0]`: the file name Lambda started.
 /// `http://host:port[/path]` from `AWS_LAMBDA_RUNTIME_API`, which Lambda sets to `host:port`;
 /// a leading `http://` (as cargo-lambda tells its users to export) is accepted, any other scheme
@@ -641,20 +751,6 @@ fn default_extension_name() -> Option<String> {
     let argv0 = std::env::args_os().next()?;
     let name = std::path::Path::new(&argv0).file_name()?;
     Some(name.to_string_lossy().into_owned())
-}
-
-/// Every call reads the status itself, so error bodies are kept. An agent configured that way
-/// (like [`lambda_agent`]) needs nothing per request: a per-request configuration copies the
-/// agent's whole configuration on every call.
-fn keep_status<B>(
-    agent: &ureq::Agent,
-    builder: ureq::RequestBuilder<B>,
-) -> ureq::RequestBuilder<B> {
-    if agent.config().http_status_as_error() {
-        builder.config().http_status_as_error(false).build()
-    } else {
-        builder
-    }
 }
 
 /// Every call but the long poll answers at once: one that does not must not hang the extension
@@ -747,5 +843,83 @@ fn body_start(body: &[u8]) -> String {
         format!("{text}…")
     } else {
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uri(text: &str) -> Uri {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn ip_literals_are_read_from_the_uri_and_names_are_not() {
+        let cases = [
+            ("http://127.0.0.1:9001/2020-01-01/x", Some("127.0.0.1:9001")),
+            ("http://127.0.0.1/x", Some("127.0.0.1:80")),
+            ("https://10.0.0.1/x", Some("10.0.0.1:443")),
+            ("http://[::1]:9001/x", Some("[::1]:9001")),
+            ("http://[::1]/x", Some("[::1]:80")),
+            ("http://localhost:9001/x", None),
+            ("http://sandbox.localdomain:9001/x", None),
+            ("http://1.2.3/x", None),
+        ];
+        for (text, expected) in cases {
+            let expected = expected.map(|address| address.parse::<SocketAddr>().unwrap());
+            assert_eq!(ip_literal(&uri(text)), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn the_resolver_answers_like_ureqs_and_remembers_only_ip_literals() {
+        let resolver = IpLiteralResolver::default();
+        let config = ureq::Agent::config_builder().build();
+        let ours = |text: &str| {
+            let addresses = resolver.resolve(&uri(text), &config, NextTimeout::default());
+            addresses.map(|a| a.to_vec()).map_err(|e| e.to_string())
+        };
+        let ureqs = |text: &str| {
+            let addresses =
+                DefaultResolver::default().resolve(&uri(text), &config, NextTimeout::default());
+            addresses.map(|a| a.to_vec()).map_err(|e| e.to_string())
+        };
+        for text in [
+            "http://127.0.0.1:9001/a",
+            "http://127.0.0.1:9001/b",
+            "http://127.0.0.1:9002/a",
+            "http://[::1]:9001/a",
+            "https://127.0.0.1:9001/a",
+            "http://localhost:9001/a",
+            "http://127.0.0.1:9001/a",
+        ] {
+            assert_eq!(ours(text), ureqs(text), "{text}");
+        }
+        let last = resolver.last.lock().unwrap();
+        let (authority, addresses) = last.as_ref().expect("an address remembered");
+        assert_eq!(authority, "127.0.0.1:9001");
+        assert_eq!(addresses.to_vec(), ["127.0.0.1:9001".parse().unwrap()]);
+    }
+
+    #[test]
+    fn the_event_request_carries_host_and_identifier() {
+        let id = HeaderValue::from_static("id-1");
+        for (url, host) in [
+            (
+                "http://127.0.0.1:9001/2020-01-01/extension/event/next",
+                "127.0.0.1:9001",
+            ),
+            ("http://127.0.0.1:80/p", "127.0.0.1"),
+            ("http://[::1]:9001/p", "[::1]:9001"),
+            ("http://sandbox:9001/.rt/p", "sandbox:9001"),
+        ] {
+            let request = next_event_request(url, &id).unwrap();
+            assert_eq!(request.method(), ureq::http::Method::GET);
+            assert_eq!(request.uri(), url);
+            assert_eq!(request.headers()[header::HOST], host);
+            assert_eq!(request.headers()[EXTENSION_IDENTIFIER_HEADER], "id-1");
+            assert_eq!(request.headers().len(), 2);
+        }
     }
 }

@@ -449,8 +449,12 @@ fn next_event_returns_typed_event_and_exact_bytes() {
         assert_eq!(req.method, "GET");
         assert_eq!(req.path, "/2020-01-01/extension/event/next");
         assert_single_header(req, "Lambda-Extension-Identifier", &id);
+        // The request is built once at registration, Host included: the same Host ureq itself
+        // sends on the registration.
+        assert_single_header(req, "Host", &api.runtime_api());
         assert!(req.body.is_empty(), "{req:?}");
     }
+    assert_single_header(&only(&api, Endpoint::Register), "Host", &api.runtime_api());
     assert_eq!(
         api.served(),
         vec![invoke, raw, shutdown],
