@@ -13,8 +13,8 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{exit, Command};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 const EXTENSION_ID: &str = "6a1b7e1c-0d8f-4a57-9c53-2f6a3d1e0b42";
 
@@ -22,6 +22,9 @@ struct State {
     events: usize,
     nexts: AtomicUsize,
     problems: AtomicUsize,
+    /// INVOKE response written → next request read, in µs (what bench-driver calls the
+    /// per-event overhead), one sample per INVOKE.
+    per_event_us: Mutex<Vec<f64>>,
 }
 
 fn main() {
@@ -51,6 +54,7 @@ fn main() {
         events,
         nexts: AtomicUsize::new(0),
         problems: AtomicUsize::new(0),
+        per_event_us: Mutex::new(Vec::with_capacity(events)),
     });
     {
         let state = Arc::clone(&state);
@@ -75,6 +79,21 @@ fn main() {
             events + 1
         ));
     }
+    let mut samples = state
+        .per_event_us
+        .lock()
+        .map(|samples| samples.clone())
+        .unwrap_or_default();
+    if !samples.is_empty() {
+        samples.sort_by(f64::total_cmp);
+        let mean = samples.iter().sum::<f64>() / samples.len() as f64;
+        eprintln!(
+            "http-profile-api: {} events, per event (INVOKE written → next request read): \
+             median {:.1} µs, mean {mean:.1} µs",
+            samples.len(),
+            samples[samples.len() / 2]
+        );
+    }
 }
 
 /// One connection: requests are read and answered in order, each response in one write.
@@ -82,22 +101,37 @@ fn serve(mut stream: TcpStream, state: &State) {
     stream.set_nodelay(true).ok();
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16384];
+    let mut invoke_written: Option<Instant> = None;
+    let mut arrived = Instant::now();
     loop {
         while let Some((method, path)) = take_request(&mut buf) {
-            let reply = answer(&method, &path, state);
+            if let Some(written) = invoke_written.take() {
+                let us = (arrived - written).as_secs_f64() * 1e6;
+                if let Ok(mut samples) = state.per_event_us.lock() {
+                    samples.push(us);
+                }
+            }
+            let (reply, is_invoke) = answer(&method, &path, state);
             if stream.write_all(&reply).is_err() {
                 return;
+            }
+            if is_invoke {
+                invoke_written = Some(Instant::now());
             }
         }
         match stream.read(&mut chunk) {
             Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Ok(n) => {
+                arrived = Instant::now();
+                buf.extend_from_slice(&chunk[..n])
+            }
         }
     }
 }
 
-fn answer(method: &str, path: &str, state: &State) -> Vec<u8> {
-    match (method, path) {
+/// The response, and whether it is an INVOKE.
+fn answer(method: &str, path: &str, state: &State) -> (Vec<u8>, bool) {
+    let reply = match (method, path) {
         ("POST", "/2020-01-01/extension/register") => response(
             "200 OK",
             Some("application/json"),
@@ -112,12 +146,15 @@ fn answer(method: &str, path: &str, state: &State) -> Vec<u8> {
                     epoch_ms() + 5000
                 );
                 let event_id = format!("b1f0c1de-0000-4000-8000-{i:012x}");
-                response(
-                    "200 OK",
-                    Some("application/json"),
-                    &[("Lambda-Extension-Event-Identifier", &event_id)],
-                    &body,
-                )
+                return (
+                    response(
+                        "200 OK",
+                        Some("application/json"),
+                        &[("Lambda-Extension-Event-Identifier", &event_id)],
+                        &body,
+                    ),
+                    true,
+                );
             } else if i == state.events + 1 {
                 let body = format!(
                     r#"{{"eventType":"SHUTDOWN","shutdownReason":"spindown","deadlineMs":{}}}"#,
@@ -139,7 +176,8 @@ fn answer(method: &str, path: &str, state: &State) -> Vec<u8> {
             state.problems.fetch_add(1, Ordering::SeqCst);
             response("404 Not Found", None, &[], "")
         }
-    }
+    };
+    (reply, false)
 }
 
 /// Takes one complete request off the front of `buf`: (method, path); the body is skipped.
