@@ -19,7 +19,7 @@ X86_BIN    := $(TARGET_DIR)/$(X86_TARGET)/release/$(BIN)
 ARM_BIN    := $(TARGET_DIR)/$(ARM_TARGET)/release/$(BIN)
 SIZE_BUDGET := 1310720
 
-.PHONY: all help build targets release size layer test lint fmt demo profiles bench bench-smoke clean
+.PHONY: all help build targets release size layer test lint fmt demo profiles profile-http bench bench-smoke clean
 
 all: build
 
@@ -40,6 +40,7 @@ help:
 	@echo 'make layer        the Lambda layer zips in dist/'
 	@echo 'make bench        benchmark against the floor and the official crate (BENCH_ARGS=...)'
 	@echo 'make profiles     size and start-up at each opt-level (how the release profile was chosen)'
+	@echo 'make profile-http instructions and syscalls per event of next_event vs the floor (callgrind, strace)'
 	@echo 'make clean        cargo clean and remove dist/'
 
 build:
@@ -95,6 +96,13 @@ demo:
 # Size and start-up of the release build at each opt-level (how the profile was chosen).
 profiles: targets
 	scripts/measure-profiles.sh
+
+# Instructions (callgrind) and syscalls (strace) per event of the library's next_event loop, the
+# floor and the official crate, each run with 500 and 1000 events: docs/http-path.md.
+#   make profile-http PROFILE_ARGS="N1=200 N2=400 ANNOTATE=1"
+PROFILE_ARGS ?=
+profile-http: targets
+	env $(PROFILE_ARGS) scripts/profile-http.sh
 
 # The benchmark (issue 4): the product side by side with the floor and the official crate, built
 # for $(BENCH_TARGET) release in separate cargo runs (each package keeps its own feature set),

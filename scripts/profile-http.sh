@@ -2,7 +2,9 @@
 # Instructions and syscalls per event of the per-event HTTP path (docs/http-path.md):
 # `InvocationClient::next_event()` in a loop (bench/http-profile, `http-profile-loop`) against
 # the raw-TcpStream floor (`bench-floor` without BENCH_HANDLER, bench-driver's `floor-nocmd`),
-# both served by `http-profile-api` (the bench driver's responses, byte for byte).
+# both served by `http-profile-api` (the bench driver's responses, byte for byte), and for
+# context the official `lambda-extension` crate with no command (`official-peer` without
+# BENCH_HANDLER, bench-driver's `official-nocmd` / the issue's "about 2.3x the floor").
 #
 # Each program runs twice, with N1 and N2 INVOKEs (then SHUTDOWN), under callgrind (instructions)
 # and strace -f -c (syscalls); (count(N2) - count(N1)) / (N2 - N1) is the cost of one event, with
@@ -12,6 +14,7 @@
 #   scripts/profile-http.sh                # 500 vs 1000 events
 #   N1=200 N2=400 scripts/profile-http.sh
 #   ANNOTATE=1 scripts/profile-http.sh     # also callgrind_annotate of the loop (top functions)
+#   PROGRAMS="http-profile-loop bench-floor" scripts/profile-http.sh   # without the official crate
 #
 # Needs valgrind and strace (apt-get install valgrind strace). Output: a table on stdout; the
 # callgrind files are kept in $OUT (default target/profile-http).
@@ -24,6 +27,7 @@ TARGET=${TARGET:-x86_64-unknown-linux-musl}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 OUT=${OUT:-$TARGET_DIR/profile-http}
 CARGO=${CARGO:-cargo}
+PROGRAMS=${PROGRAMS:-http-profile-loop bench-floor official-peer}
 
 for tool in valgrind strace; do
     command -v "$tool" >/dev/null || { echo "profile-http: $tool not found (apt-get install $tool)" >&2; exit 2; }
@@ -31,6 +35,9 @@ done
 
 $CARGO build --quiet --profile profiling --target "$TARGET" -p http-profile -p bench \
     --bin http-profile-loop --bin http-profile-api --bin bench-floor
+case " $PROGRAMS " in
+*" official-peer "*) $CARGO build --quiet --profile profiling --target "$TARGET" -p official-peer ;;
+esac
 BIN=$TARGET_DIR/$TARGET/profiling
 API=$BIN/http-profile-api
 mkdir -p "$OUT"
@@ -70,7 +77,7 @@ per_event_syscalls() {
 
 printf '%-22s %16s %16s   %s\n' program "instr/event" "syscalls/event" "per-event syscalls"
 declare -A per_event
-for program in http-profile-loop bench-floor; do
+for program in $PROGRAMS; do
     i1=$(instructions "$program" "$N1")
     i2=$(instructions "$program" "$N2")
     s1=$(syscalls "$program" "$N1")
@@ -80,8 +87,14 @@ for program in http-profile-loop bench-floor; do
     sys=$(per_event_syscalls "$s1" "$s2")
     printf '%-22s %16d %16s   %s\n' "$program" "$per" "${sys%% *}" "${sys#* }"
 done
-awk -v a="${per_event[http-profile-loop]}" -v b="${per_event[bench-floor]}" \
-    -v n1="$N1" -v n2="$N2" 'BEGIN { printf "next_event / floor: %.2fx instructions per event (%d vs %d; %s vs %s events)\n", a / b, a, b, n1, n2 }'
+floor=${per_event[bench-floor]:-}
+if [ -n "$floor" ]; then
+    for program in $PROGRAMS; do
+        [ "$program" = bench-floor ] && continue
+        awk -v name="$program" -v a="${per_event[$program]}" -v b="$floor" -v n1="$N1" -v n2="$N2" \
+            'BEGIN { printf "%s / floor: %.2fx instructions per event (%d vs %d; %s vs %s events)\n", name, a / b, a, b, n1, n2 }'
+    done
+fi
 
 if [ -n "${ANNOTATE:-}" ]; then
     echo
