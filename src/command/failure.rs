@@ -56,7 +56,7 @@ pub enum AckProblem {
     Closed,
     /// It wrote a line that is neither `ok` nor `error <message>`.
     Garbage(String),
-    /// It wrote a line longer than [`super::framing::MAX_ACK_BYTES`].
+    /// It wrote a line longer than 4 KiB (`MAX_ACK_BYTES`).
     TooLong,
     /// It wrote a line before it was sent anything to answer.
     Unsolicited(String),
