@@ -112,6 +112,7 @@ impl LongLived {
                 let early = String::from_utf8_lossy(&running.pending_ack).into_owned();
                 Ok(Outcome::Broke(AckProblem::Unsolicited(early)))
             }
+            Some(running) if !running.acks_open => Ok(Outcome::Broke(AckProblem::Closed)),
             Some(running) => {
                 running.stderr_tail.clear();
                 let mut input = Some(Pending { line, written: 0 });
@@ -195,7 +196,7 @@ impl LongLived {
         let Some(running) = self.running.as_mut() else {
             return Ok(());
         };
-        if !spawn::has_exited(running.pid).unwrap_or(false) {
+        if !running.has_ended_since_last_line() {
             return Ok(());
         }
         signal_group(running.pid, libc::SIGKILL);
@@ -540,6 +541,49 @@ impl Running {
                 self.stdin = None;
                 self.streams.copy_available(&mut self.stderr_tail, buffer);
                 return Ok(Outcome::Ended { status, stage });
+            }
+        }
+    }
+
+    /// Between lines: whether the command has ended (not reaped yet), after reading whatever
+    /// it wrote on fd 3 since its last answer (an answer to nothing, for the caller to refuse).
+    /// One `poll` looks at both.
+    fn has_ended_since_last_line(&mut self) -> bool {
+        let Some(pidfd) = &self.exit_watch else {
+            self.read_unasked();
+            return spawn::has_exited(self.pid).unwrap_or(false);
+        };
+        let mut fds = [
+            pollfd(pidfd.as_raw_fd(), libc::POLLIN),
+            pollfd(
+                if self.acks_open {
+                    self.acks.as_raw_fd()
+                } else {
+                    -1
+                },
+                libc::POLLIN,
+            ),
+        ];
+        // SAFETY: `fds` is a valid array of pollfd for the duration of the call.
+        if unsafe { libc::poll(fds.as_mut_ptr(), 2, 0) } <= 0 {
+            return false;
+        }
+        if fds[1].revents != 0 {
+            self.read_unasked();
+        }
+        fds[0].revents != 0
+    }
+
+    /// Reads what fd 3 holds now, without waiting (bounded: a flood is a protocol error anyway).
+    fn read_unasked(&mut self) {
+        let mut chunk = [0u8; 512];
+        while self.acks_open && self.pending_ack.len() <= MAX_ACK_BYTES {
+            match self.acks.read(&mut chunk) {
+                Ok(0) => self.acks_open = false,
+                Ok(read) => self.pending_ack.extend_from_slice(&chunk[..read]),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => self.acks_open = false,
             }
         }
     }
