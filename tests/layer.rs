@@ -1,7 +1,8 @@
 //! The Lambda layer zips built by `make layer` (`dist/lambda-shell-extension-<version>-<arch>.zip`):
-//! packaging (one entry, mode, timestamp, static ELF for the right machine, size budget,
-//! reproducible bytes) and a smoke run of each packaged binary against the fake API, the arm64 one
-//! under `qemu-aarch64`.
+//! packaging (the binary and the proxy wrapper, modes, timestamps, static ELF for the right
+//! machine, size budget, the wrapper byte for byte, reproducible bytes) and a smoke run of each
+//! packaged binary against the fake API, the arm64 one under `qemu-aarch64`, and of the extracted
+//! wrapper.
 //!
 //! The tests that read `dist/` are `#[ignore]`d: `make test` runs them after `make layer` with
 //! `cargo test --test layer -- --ignored`. The checkers themselves are tested here without
@@ -21,10 +22,20 @@ use std::time::Duration;
 use common::*;
 use zip::{CompressionMethod, DateTime, ZipArchive};
 
-/// The one entry of a layer zip: Lambda extracts layers into /opt and starts every file in
+/// The binary's entry: Lambda extracts layers into /opt and starts every file in
 /// /opt/extensions.
 const ENTRY: &str = "extensions/lambda-shell-extension";
-/// Regular file, rwxr-xr-x.
+/// The Runtime API proxy's exec wrapper (`AWS_LAMBDA_EXEC_WRAPPER=/opt/bin/...`); not under
+/// extensions/, where Lambda would start it as an extension.
+const WRAPPER_ENTRY: &str = "bin/lambda-shell-extension-proxy";
+/// Every entry of a layer zip, in order.
+const ENTRIES: [&str; 2] = [ENTRY, WRAPPER_ENTRY];
+/// Where the wrapper comes from.
+const WRAPPER_FILE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/layer/bin/lambda-shell-extension-proxy"
+);
+/// Regular file, rwxr-xr-x (both entries).
 const ENTRY_MODE: u32 = 0o100755;
 /// Size budget of the (uncompressed) binary.
 const SIZE_BUDGET: u64 = 1280 * 1024;
@@ -185,41 +196,28 @@ fn check_static_elf(b: &[u8], arch: Arch) -> Result<(), String> {
 // ---------------------------------------------------------------------------------------------
 // The layer zip.
 
-/// Check a layer zip against the packaging contract and return the binary it holds.
-fn check_layer_zip(zip: &[u8], arch: Arch) -> Result<Vec<u8>, String> {
-    let mut archive =
-        ZipArchive::new(Cursor::new(zip)).map_err(|e| format!("not a readable zip: {e}"))?;
-    let names: Vec<String> = archive
-        .file_names_raw()
-        .map(|n| String::from_utf8_lossy(n).into_owned())
-        .collect();
-    if names.len() != 1 {
-        return Err(format!(
-            "expected exactly one entry {ENTRY:?}, got {} entries: {names:?}",
-            names.len()
-        ));
-    }
-    let mut entry = archive
-        .by_index(0)
-        .map_err(|e| format!("cannot open entry 0: {e}"))?;
-    let mut problems = vec![];
-    if entry.name_raw() != ENTRY.as_bytes() {
-        problems.push(format!(
-            "entry name {:?} is not {ENTRY:?}",
-            String::from_utf8_lossy(entry.name_raw())
-        ));
-    }
+/// The repository's wrapper, which the zip must hold byte for byte.
+fn wrapper_file() -> Vec<u8> {
+    fs::read(WRAPPER_FILE).unwrap_or_else(|e| panic!("{WRAPPER_FILE}: {e}"))
+}
+
+/// The attributes every entry shares: made by Unix, mode 0755, deflated, the fixed timestamp.
+fn check_entry_attributes(
+    entry: &zip::read::ZipFile<'_, Cursor<&[u8]>>,
+    problems: &mut Vec<String>,
+) {
+    let name = String::from_utf8_lossy(entry.name_raw()).into_owned();
     // External attributes: the high 16 bits are the unix st_mode when made on a Unix system.
     let mode = entry.external_attributes() >> 16;
     if entry.system() != zip::System::Unix || mode != ENTRY_MODE {
         problems.push(format!(
-            "unix mode {mode:o} (made by {:?}) is not {ENTRY_MODE:o} (made by Unix)",
+            "{name}: unix mode {mode:o} (made by {:?}) is not {ENTRY_MODE:o} (made by Unix)",
             entry.system()
         ));
     }
     if entry.compression() != CompressionMethod::Deflated {
         problems.push(format!(
-            "compression {:?} is not Deflated",
+            "{name}: compression {:?} is not Deflated",
             entry.compression()
         ));
     }
@@ -233,27 +231,78 @@ fn check_layer_zip(zip: &[u8], arch: Arch) -> Result<Vec<u8>, String> {
                 t.minute(),
                 t.second(),
             ) == (1980, 1, 1, 0, 0, 0) => {}
-        other => problems.push(format!("timestamp {other:?} is not 1980-01-01 00:00:00")),
+        other => problems.push(format!(
+            "{name}: timestamp {other:?} is not 1980-01-01 00:00:00"
+        )),
     }
+}
+
+/// Read an entry whole, checking its size against the header.
+fn read_entry(
+    entry: &mut zip::read::ZipFile<'_, Cursor<&[u8]>>,
+    problems: &mut Vec<String>,
+) -> Result<Vec<u8>, String> {
+    let name = String::from_utf8_lossy(entry.name_raw()).into_owned();
     let size = entry.size();
-    if size > SIZE_BUDGET {
-        problems.push(format!(
-            "uncompressed size {size} bytes is over the budget of {SIZE_BUDGET} bytes (1.25 MiB)"
-        ));
-    }
     let mut data = Vec::new();
     entry
         .read_to_end(&mut data)
-        .map_err(|e| format!("cannot extract {ENTRY}: {e}"))?;
+        .map_err(|e| format!("cannot extract {name}: {e}"))?;
     if data.len() as u64 != size {
         problems.push(format!(
-            "extracted {} bytes, the header says {size}",
+            "{name}: extracted {} bytes, the header says {size}",
             data.len()
         ));
     }
+    Ok(data)
+}
+
+/// Check a layer zip against the packaging contract (the binary for `arch`, then the wrapper
+/// holding exactly `wrapper`) and return the binary it holds.
+fn check_layer_zip(zip: &[u8], arch: Arch, wrapper: &[u8]) -> Result<Vec<u8>, String> {
+    let mut archive =
+        ZipArchive::new(Cursor::new(zip)).map_err(|e| format!("not a readable zip: {e}"))?;
+    let names: Vec<String> = archive
+        .file_names_raw()
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .collect();
+    if names != ENTRIES {
+        return Err(format!(
+            "expected exactly the entries {ENTRIES:?} in this order, got {} entries: {names:?}",
+            names.len()
+        ));
+    }
+    let mut problems = vec![];
+
+    let mut binary = archive
+        .by_index(0)
+        .map_err(|e| format!("cannot open entry 0: {e}"))?;
+    check_entry_attributes(&binary, &mut problems);
+    let size = binary.size();
+    if size > SIZE_BUDGET {
+        problems.push(format!(
+            "{ENTRY}: uncompressed size {size} bytes is over the budget of {SIZE_BUDGET} bytes (1.25 MiB)"
+        ));
+    }
+    let data = read_entry(&mut binary, &mut problems)?;
+    drop(binary);
     if let Err(e) = check_static_elf(&data, arch) {
         problems.push(format!("binary: {e}"));
     }
+
+    let mut script = archive
+        .by_index(1)
+        .map_err(|e| format!("cannot open entry 1: {e}"))?;
+    check_entry_attributes(&script, &mut problems);
+    let script = read_entry(&mut script, &mut problems)?;
+    if script != wrapper {
+        problems.push(format!(
+            "{WRAPPER_ENTRY}: its {} bytes differ from {WRAPPER_FILE} ({} bytes): run `make layer` again",
+            script.len(),
+            wrapper.len()
+        ));
+    }
+
     if problems.is_empty() {
         Ok(data)
     } else {
@@ -278,21 +327,60 @@ fn read_dist_zip(arch: Arch) -> Vec<u8> {
     })
 }
 
-/// Extract the layer as Lambda does, into `<sandbox>/opt`, with the entry's unix mode; returns
-/// the path of the binary (`<sandbox>/opt/extensions/lambda-shell-extension`).
+/// Extract the layer as Lambda does, into `<sandbox>/opt`, every entry with its unix mode;
+/// returns the path of the binary (`<sandbox>/opt/extensions/lambda-shell-extension`). The
+/// wrapper is at `<sandbox>/opt/bin/lambda-shell-extension-proxy`.
 fn extract_layer(zip: &[u8], sb: &Sandbox) -> PathBuf {
     let mut archive = ZipArchive::new(Cursor::new(zip)).expect("read layer zip");
-    let mut entry = archive.by_name(ENTRY).expect("layer zip entry");
-    let mut data = Vec::new();
-    entry.read_to_end(&mut data).expect("extract layer binary");
-    let path = sb.path("opt").join(ENTRY);
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
-    fs::write(&path, &data).expect("write layer binary");
-    let mode = (entry.external_attributes() >> 16) & 0o7777;
-    fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
-    let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
-    assert_eq!(format!("{mode:o}"), "755", "extracted binary's mode");
-    path
+    for name in ENTRIES {
+        let mut entry = archive.by_name(name).expect("layer zip entry");
+        let mut data = Vec::new();
+        entry
+            .read_to_end(&mut data)
+            .unwrap_or_else(|e| panic!("extract {name}: {e}"));
+        let path = sb.path("opt").join(name);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, &data).unwrap_or_else(|e| panic!("write {name}: {e}"));
+        let mode = (entry.external_attributes() >> 16) & 0o7777;
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(format!("{mode:o}"), "755", "extracted {name}'s mode");
+    }
+    sb.path("opt").join(ENTRY)
+}
+
+/// Run the extracted wrapper as Lambda runs an exec wrapper (`WRAPPER COMMAND ARGS...`), with
+/// the proxy on and off; the full behaviour is tested in tests/wrapper.rs on the repository's
+/// copy, which the zip holds byte for byte.
+fn wrapper_smoke(wrapper: &Path) {
+    let show = "printf '%s|%s' \"${AWS_LAMBDA_RUNTIME_API-unset}\" \"$1\"";
+    for (proxy, want) in [
+        ("on", "127.0.0.1:9009|one arg"),
+        ("off", "127.0.0.1:9001|one arg"),
+    ] {
+        let out = output_retrying(
+            Command::new(wrapper)
+                .args(["/bin/sh", "-c", show, "sh", "one arg"])
+                .env("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001")
+                .env("SHELL_EXT_PROXY", proxy)
+                .env_remove("SHELL_EXT_PROXY_PORT")
+                .env_remove("SHELL_EXT_REQUEST_HANDLER")
+                .env_remove("SHELL_EXT_RESPONSE_HANDLER"),
+        );
+        assert!(
+            out.status.success(),
+            "{} with SHELL_EXT_PROXY={proxy}: {:?}\n{}",
+            wrapper.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            want,
+            "{} with SHELL_EXT_PROXY={proxy}: AWS_LAMBDA_RUNTIME_API|argument seen by the command",
+            wrapper.display()
+        );
+    }
 }
 
 /// Find `program` in `$PATH`.
@@ -346,7 +434,7 @@ fn output_retrying(cmd: &mut Command) -> Output {
 /// scripts/layer-zip.py gives the same bytes.
 fn layer_zip(arch: Arch) {
     let zip = read_dist_zip(arch);
-    let binary = check_layer_zip(&zip, arch).unwrap_or_else(|e| {
+    let binary = check_layer_zip(&zip, arch, &wrapper_file()).unwrap_or_else(|e| {
         panic!(
             "{} breaks the layer contract:\n{e}",
             dist_zip_path(arch).display()
@@ -399,6 +487,7 @@ fn layer_zip_arm64() {
 fn smoke(arch: Arch, wrapper: Option<PathBuf>) {
     let sb = Sandbox::new();
     let bin = extract_layer(&read_dist_zip(arch), &sb);
+    wrapper_smoke(&sb.path("opt").join(WRAPPER_ENTRY));
 
     let mut version = match &wrapper {
         Some(w) => {
@@ -626,7 +715,10 @@ fn elf_check_accepts_static_and_rejects_each_violation() {
 /// How a zip made in the test differs from a good layer zip.
 struct ZipSpec {
     entries: Vec<(&'static str, Vec<u8>)>,
+    /// The mode of every entry but the wrapper.
     mode: u32,
+    /// The wrapper's mode.
+    wrapper_mode: u32,
     method: CompressionMethod,
     time: (u16, u8, u8, u8, u8, u8),
 }
@@ -634,22 +726,36 @@ struct ZipSpec {
 impl ZipSpec {
     fn good(arch: Arch) -> ZipSpec {
         ZipSpec {
-            entries: vec![(ENTRY, static_elf(arch))],
+            entries: vec![(ENTRY, static_elf(arch)), (WRAPPER_ENTRY, wrapper_file())],
             mode: ENTRY_MODE,
+            wrapper_mode: ENTRY_MODE,
             method: CompressionMethod::Deflated,
             time: (1980, 1, 1, 0, 0, 0),
         }
     }
 
+    /// A good zip whose binary is `binary`.
+    fn with_binary(binary: Vec<u8>) -> ZipSpec {
+        ZipSpec {
+            entries: vec![(ENTRY, binary), (WRAPPER_ENTRY, wrapper_file())],
+            ..ZipSpec::good(Arch::X86_64)
+        }
+    }
+
     fn build(&self) -> Vec<u8> {
         let (y, mo, d, h, mi, s) = self.time;
-        let options = zip::write::SimpleFileOptions::default()
-            .system(zip::System::Unix)
-            .external_attributes(self.mode << 16)
-            .compression_method(self.method)
-            .last_modified_time(DateTime::from_date_and_time(y, mo, d, h, mi, s).unwrap());
         let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
         for (name, data) in &self.entries {
+            let mode = if *name == WRAPPER_ENTRY {
+                self.wrapper_mode
+            } else {
+                self.mode
+            };
+            let options = zip::write::SimpleFileOptions::default()
+                .system(zip::System::Unix)
+                .external_attributes(mode << 16)
+                .compression_method(self.method)
+                .last_modified_time(DateTime::from_date_and_time(y, mo, d, h, mi, s).unwrap());
             w.start_file(*name, options).unwrap();
             w.write_all(data).unwrap();
         }
@@ -659,48 +765,86 @@ impl ZipSpec {
 
 #[test]
 fn zip_check_accepts_good_and_rejects_each_violation() {
+    let wrapper = wrapper_file();
     for arch in [Arch::X86_64, Arch::Arm64] {
         let zip = ZipSpec::good(arch).build();
-        assert_eq!(check_layer_zip(&zip, arch).unwrap(), static_elf(arch));
+        assert_eq!(
+            check_layer_zip(&zip, arch, &wrapper).unwrap(),
+            static_elf(arch)
+        );
     }
     // A binary of exactly 1.25 MiB is within budget.
     let mut big = static_elf(Arch::X86_64);
     big.resize(SIZE_BUDGET as usize, 0);
-    let spec = ZipSpec {
-        entries: vec![(ENTRY, big.clone())],
-        ..ZipSpec::good(Arch::X86_64)
-    };
-    check_layer_zip(&spec.build(), Arch::X86_64).unwrap();
+    check_layer_zip(
+        &ZipSpec::with_binary(big.clone()).build(),
+        Arch::X86_64,
+        &wrapper,
+    )
+    .unwrap();
 
     let x86 = Arch::X86_64;
     let mut too_big = big;
     too_big.push(0);
+    let mut edited = wrapper.clone();
+    edited.extend_from_slice(b"# edited after make layer\n");
     let bad: Vec<(ZipSpec, &str, &str)> = vec![
         (
             ZipSpec {
-                entries: vec![("lambda-shell-extension", static_elf(x86))],
+                entries: vec![
+                    ("lambda-shell-extension", static_elf(x86)),
+                    (WRAPPER_ENTRY, wrapper.clone()),
+                ],
                 ..ZipSpec::good(x86)
             },
-            "entry name",
-            "entry not under extensions/",
+            "expected exactly the entries",
+            "binary not under extensions/",
         ),
         (
             ZipSpec {
                 entries: vec![
                     (ENTRY, static_elf(x86)),
+                    ("extensions/lambda-shell-extension-proxy", wrapper.clone()),
+                ],
+                ..ZipSpec::good(x86)
+            },
+            "expected exactly the entries",
+            "wrapper under extensions/ (Lambda would start it as an extension)",
+        ),
+        (
+            ZipSpec {
+                entries: vec![(WRAPPER_ENTRY, wrapper.clone()), (ENTRY, static_elf(x86))],
+                ..ZipSpec::good(x86)
+            },
+            "in this order",
+            "entries swapped",
+        ),
+        (
+            ZipSpec {
+                entries: vec![(ENTRY, static_elf(x86))],
+                ..ZipSpec::good(x86)
+            },
+            "got 1 entries",
+            "no wrapper (the old layout)",
+        ),
+        (
+            ZipSpec {
+                entries: vec![
+                    (ENTRY, static_elf(x86)),
+                    (WRAPPER_ENTRY, wrapper.clone()),
                     ("extensions/README", b"hi".to_vec()),
                 ],
                 ..ZipSpec::good(x86)
             },
-            "exactly one entry",
-            "two entries",
+            "got 3 entries",
+            "three entries",
         ),
         (
             ZipSpec {
                 entries: vec![],
                 ..ZipSpec::good(x86)
             },
-            "exactly one entry",
+            "got 0 entries",
             "empty zip",
         ),
         (
@@ -708,16 +852,48 @@ fn zip_check_accepts_good_and_rejects_each_violation() {
                 mode: 0o100644,
                 ..ZipSpec::good(x86)
             },
-            "unix mode 100644",
-            "not executable",
+            "extensions/lambda-shell-extension: unix mode 100644",
+            "binary not executable",
         ),
         (
             ZipSpec {
                 mode: 0o100775,
                 ..ZipSpec::good(x86)
             },
-            "unix mode 100775",
-            "group-writable",
+            "extensions/lambda-shell-extension: unix mode 100775",
+            "binary group-writable",
+        ),
+        (
+            ZipSpec {
+                wrapper_mode: 0o100644,
+                ..ZipSpec::good(x86)
+            },
+            "bin/lambda-shell-extension-proxy: unix mode 100644",
+            "wrapper not executable",
+        ),
+        (
+            ZipSpec {
+                wrapper_mode: 0o120755,
+                ..ZipSpec::good(x86)
+            },
+            "bin/lambda-shell-extension-proxy: unix mode 120755",
+            "wrapper a symlink",
+        ),
+        (
+            ZipSpec {
+                entries: vec![(ENTRY, static_elf(x86)), (WRAPPER_ENTRY, edited)],
+                ..ZipSpec::good(x86)
+            },
+            "differ from",
+            "wrapper not the repository's",
+        ),
+        (
+            ZipSpec {
+                entries: vec![(ENTRY, static_elf(x86)), (WRAPPER_ENTRY, vec![])],
+                ..ZipSpec::good(x86)
+            },
+            "differ from",
+            "wrapper empty",
         ),
         (
             ZipSpec {
@@ -744,18 +920,12 @@ fn zip_check_accepts_good_and_rejects_each_violation() {
             "two seconds off",
         ),
         (
-            ZipSpec {
-                entries: vec![(ENTRY, too_big)],
-                ..ZipSpec::good(x86)
-            },
+            ZipSpec::with_binary(too_big),
             "over the budget",
             "1.25 MiB + 1 byte",
         ),
         (
-            ZipSpec {
-                entries: vec![(ENTRY, fake_elf(62, ET_EXEC, &[PT_LOAD, PT_INTERP]))],
-                ..ZipSpec::good(x86)
-            },
+            ZipSpec::with_binary(fake_elf(62, ET_EXEC, &[PT_LOAD, PT_INTERP])),
             "PT_INTERP",
             "dynamic binary",
         ),
@@ -766,21 +936,48 @@ fn zip_check_accepts_good_and_rejects_each_violation() {
         ),
     ];
     for (spec, want, what) in bad {
-        assert_err_contains(check_layer_zip(&spec.build(), x86), want, what);
+        assert_err_contains(check_layer_zip(&spec.build(), x86, &wrapper), want, what);
     }
-    // A zip without the Unix "made by" system: the mode is not honoured.
-    let mut zip = ZipSpec::good(x86).build();
-    let cd = zip
-        .windows(4)
-        .position(|w| w == b"PK\x01\x02")
-        .expect("central directory header");
-    assert_eq!(zip[cd + 5], 3, "made by Unix");
-    zip[cd + 5] = 0;
-    assert_err_contains(check_layer_zip(&zip, x86), "made by", "made by MS-DOS");
+    // A zip without the Unix "made by" system: the mode is not honoured (each entry's central
+    // directory header is checked).
+    for (index, name) in ENTRIES.iter().enumerate() {
+        let mut zip = ZipSpec::good(x86).build();
+        let cd = zip
+            .windows(4)
+            .enumerate()
+            .filter(|(_, w)| *w == b"PK\x01\x02")
+            .map(|(at, _)| at)
+            .nth(index)
+            .expect("central directory header");
+        assert_eq!(zip[cd + 5], 3, "made by Unix");
+        zip[cd + 5] = 0;
+        assert_err_contains(
+            check_layer_zip(&zip, x86, &wrapper),
+            &format!("{name}: unix mode 100755 (made by Dos)"),
+            "made by MS-DOS",
+        );
+    }
     assert_err_contains(
-        check_layer_zip(b"PK\x05\x06 this is not a zip", x86),
+        check_layer_zip(b"PK\x05\x06 this is not a zip", x86, &wrapper),
         "not a readable zip",
         "garbage",
+    );
+}
+
+/// The wrapper in the repository is what the zip's entry must be: an executable POSIX sh
+/// script with LF line endings (scripts/layer-zip.py refuses anything else).
+#[test]
+fn wrapper_file_is_an_executable_sh_script() {
+    let mode = fs::metadata(WRAPPER_FILE).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(format!("{mode:o}"), "755", "{WRAPPER_FILE}'s mode");
+    let wrapper = wrapper_file();
+    assert!(
+        wrapper.starts_with(b"#!/bin/sh\n"),
+        "{WRAPPER_FILE}: #!/bin/sh"
+    );
+    assert!(
+        !wrapper.contains(&b'\r'),
+        "{WRAPPER_FILE}: CRLF line endings"
     );
 }
 
