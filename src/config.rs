@@ -26,6 +26,14 @@ pub const TELEMETRY_FLUSH_ENV: &str = "SHELL_EXT_TELEMETRY_FLUSH";
 pub const TELEMETRY_MAX_ITEMS_ENV: &str = "SHELL_EXT_TELEMETRY_MAX_ITEMS";
 pub const TELEMETRY_MAX_BYTES_ENV: &str = "SHELL_EXT_TELEMETRY_MAX_BYTES";
 pub const TELEMETRY_TIMEOUT_MS_ENV: &str = "SHELL_EXT_TELEMETRY_TIMEOUT_MS";
+pub const REQUEST_HANDLER_ENV: &str = "SHELL_EXT_REQUEST_HANDLER";
+pub const RESPONSE_HANDLER_ENV: &str = "SHELL_EXT_RESPONSE_HANDLER";
+pub const ON_REQUEST_FAILURE_ENV: &str = "SHELL_EXT_ON_REQUEST_FAILURE";
+pub const PROXY_ENV: &str = "SHELL_EXT_PROXY";
+pub const PROXY_PORT_ENV: &str = "SHELL_EXT_PROXY_PORT";
+/// Set by Lambda: `host:port` of the Lambda APIs (the proxy's upstream).
+pub const RUNTIME_API_ENV: &str = "AWS_LAMBDA_RUNTIME_API";
+const DEFAULT_PROXY_PORT: u16 = 9009;
 /// Set by Lambda: `on-demand`, `provisioned-concurrency`, `snap-start` or
 /// `lambda-managed-instances`.
 pub const INITIALIZATION_TYPE_ENV: &str = "AWS_LAMBDA_INITIALIZATION_TYPE";
@@ -117,6 +125,26 @@ pub struct Options {
     #[arg(long, env = TELEMETRY_TIMEOUT_MS_ENV, value_name = "N")]
     pub telemetry_timeout_ms: Option<String>,
 
+    /// Runtime API proxy: command run before the function sees each invocation, payload on stdin
+    #[arg(long, env = REQUEST_HANDLER_ENV, value_name = "CMD")]
+    pub request_handler: Option<String>,
+
+    /// Runtime API proxy: command run after the function answered, response body on stdin
+    #[arg(long, env = RESPONSE_HANDLER_ENV, value_name = "CMD")]
+    pub response_handler: Option<String>,
+
+    /// When the request handler fails: log (the invocation goes on) or reject [default: log]
+    #[arg(long, env = ON_REQUEST_FAILURE_ENV, value_name = "P")]
+    pub on_request_failure: Option<String>,
+
+    /// Runtime API proxy with no handler: on or off [default: off]
+    #[arg(long, env = PROXY_ENV, value_name = "V")]
+    pub proxy: Option<String>,
+
+    /// Loopback port of the Runtime API proxy [default: 9009]
+    #[arg(long, env = PROXY_PORT_ENV, value_name = "N")]
+    pub proxy_port: Option<String>,
+
     /// Validate the configuration and the commands offline, print what would be registered
     #[arg(long, conflicts_with = "once")]
     pub check: bool,
@@ -177,6 +205,11 @@ impl Options {
             telemetry_max_items: var(TELEMETRY_MAX_ITEMS_ENV),
             telemetry_max_bytes: var(TELEMETRY_MAX_BYTES_ENV),
             telemetry_timeout_ms: var(TELEMETRY_TIMEOUT_MS_ENV),
+            request_handler: var(REQUEST_HANDLER_ENV),
+            response_handler: var(RESPONSE_HANDLER_ENV),
+            on_request_failure: var(ON_REQUEST_FAILURE_ENV),
+            proxy: var(PROXY_ENV),
+            proxy_port: var(PROXY_PORT_ENV),
             ..Options::default()
         }
     }
@@ -337,7 +370,27 @@ pub struct Config {
     pub on_error: OnError,
     pub timeout_margin: Duration,
     pub telemetry: Option<TelemetryConfig>,
+    /// The Runtime API proxy, when it is on.
+    pub proxy: Option<ProxyConfig>,
     pub initialization: Initialization,
+}
+
+/// The Runtime API proxy and its commands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyConfig {
+    pub port: u16,
+    pub request_handler: Option<CommandLine>,
+    pub response_handler: Option<CommandLine>,
+    pub on_request_failure: OnRequestFailure,
+}
+
+/// What a failing request handler does to the invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnRequestFailure {
+    /// Logged; the function gets the invocation anyway.
+    Log,
+    /// The function never sees it: the caller gets an `Extension.RequestRejected` error.
+    Reject,
 }
 
 /// How Lambda runs this environment, as far as the extension cares.
@@ -438,7 +491,36 @@ impl Config {
         let mut problems = Problems::default();
         let telemetry_line = options.telemetry.as_deref().and_then(CommandLine::parse);
         let has_telemetry = telemetry_line.is_some();
-        let handler = parse_handler(options.handler.as_deref(), has_telemetry)
+        let request_handler = options
+            .request_handler
+            .as_deref()
+            .and_then(CommandLine::parse)
+            .map(check(REQUEST_HANDLER_ENV))
+            .transpose();
+        let request_handler = problems.keep(request_handler);
+        let response_handler = options
+            .response_handler
+            .as_deref()
+            .and_then(CommandLine::parse)
+            .map(check(RESPONSE_HANDLER_ENV))
+            .transpose();
+        let response_handler = problems.keep(response_handler);
+        let has_response_handler = options
+            .response_handler
+            .as_deref()
+            .is_some_and(|line| CommandLine::parse(line).is_some());
+        let proxy_switch = problems.keep(parse_proxy_switch(options.proxy.as_deref()));
+        let proxy_on = proxy_switch == Some(true)
+            || has_response_handler
+            || options
+                .request_handler
+                .as_deref()
+                .is_some_and(|line| CommandLine::parse(line).is_some());
+        let proxy_port = problems.keep(parse_proxy_port(options.proxy_port.as_deref()));
+        let on_request_failure = problems.keep(parse_on_request_failure(
+            options.on_request_failure.as_deref(),
+        ));
+        let handler = parse_handler(options.handler.as_deref(), has_telemetry || proxy_on)
             .and_then(|handler| handler.map(check(HANDLER_ENV)).transpose());
         let handler = problems.keep(handler);
         let telemetry_command = match (options.telemetry.as_deref(), telemetry_line) {
@@ -501,7 +583,8 @@ impl Config {
             _ => None,
         };
         let end_of_invoke = flush == Some(Flush::EndOfInvoke) && has_telemetry;
-        let wants_invoke = handler.as_ref().is_some_and(Option::is_some) || end_of_invoke;
+        let wants_invoke =
+            handler.as_ref().is_some_and(Option::is_some) || end_of_invoke || has_response_handler;
         let events = problems.keep(parse_events(options.events.as_deref(), wants_invoke));
         let initialization = initialization();
         let events_set = options
@@ -534,6 +617,23 @@ impl Config {
             }
             (_, events) => events,
         };
+        if has_response_handler && events == Some(EventSet::ShutdownOnly) {
+            problems.0.push(ConfigError {
+                variable: RESPONSE_HANDLER_ENV,
+                problem: match initialization {
+                    Initialization::ManagedInstances => "needs INVOKE events (the extension \
+                        holds its next event until the response handler is done), which Lambda \
+                        Managed Instances do not deliver to extensions; use \
+                        SHELL_EXT_REQUEST_HANDLER or the telemetry handler there"
+                        .to_string(),
+                    Initialization::Standard => format!(
+                        "needs INVOKE events (the extension holds its next event until the \
+                         response handler is done, before the environment freezes), but \
+                         {EVENTS_ENV} is SHUTDOWN; register for INVOKE,SHUTDOWN"
+                    ),
+                },
+            });
+        }
         if initialization == Initialization::Standard
             && events == Some(EventSet::ShutdownOnly)
             && end_of_invoke
@@ -549,6 +649,24 @@ impl Config {
         let on_error = problems.keep(parse_on_error(options.on_error.as_deref()));
         let timeout_margin =
             problems.keep(parse_timeout_margin(options.timeout_margin_ms.as_deref()));
+        let proxy = match (
+            proxy_on,
+            request_handler,
+            response_handler,
+            proxy_port,
+            on_request_failure,
+        ) {
+            (false, ..) => Some(None),
+            (true, Some(request_handler), Some(response_handler), Some(port), Some(policy)) => {
+                Some(Some(ProxyConfig {
+                    port,
+                    request_handler,
+                    response_handler,
+                    on_request_failure: policy,
+                }))
+            }
+            _ => None,
+        };
         match (
             handler,
             mode,
@@ -557,6 +675,7 @@ impl Config {
             on_error,
             timeout_margin,
             telemetry,
+            proxy,
         ) {
             (
                 Some(handler),
@@ -566,6 +685,7 @@ impl Config {
                 Some(on_error),
                 Some(timeout_margin),
                 Some(telemetry),
+                Some(proxy),
             ) if problems.0.is_empty() => Ok(Config {
                 handler,
                 mode,
@@ -574,6 +694,7 @@ impl Config {
                 on_error,
                 timeout_margin,
                 telemetry,
+                proxy,
                 initialization,
             }),
             _ => Err(ConfigErrors(problems.0)),
@@ -605,7 +726,8 @@ fn parse_handler(
             problem: format!(
                 "not set; set {HANDLER_ENV} (or --handler) to the command to run for every \
                  event, for example {HANDLER_ENV}=/opt/handler.sh (or set \
-                 {TELEMETRY_HANDLER_ENV} alone for a telemetry-only extension)"
+                 {TELEMETRY_HANDLER_ENV} alone for a telemetry-only extension, or \
+                 {REQUEST_HANDLER_ENV} / {RESPONSE_HANDLER_ENV} for the Runtime API proxy)"
             ),
         }),
     }
@@ -765,6 +887,56 @@ fn parse_mode(value: Option<&str>, variable: &'static str) -> Result<Mode, Confi
             ),
         }),
     }
+}
+
+fn parse_proxy_switch(value: Option<&str>) -> Result<bool, ConfigError> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(false),
+        Some(v) if v.eq_ignore_ascii_case("on") => Ok(true),
+        Some(v) if v.eq_ignore_ascii_case("off") => Ok(false),
+        Some(v) => Err(ConfigError {
+            variable: PROXY_ENV,
+            problem: format!("unknown value {v:?}; accepted values: on or off (the default)"),
+        }),
+    }
+}
+
+fn parse_proxy_port(value: Option<&str>) -> Result<u16, ConfigError> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(DEFAULT_PROXY_PORT),
+        Some(text) => match text.parse::<u16>() {
+            Ok(port) if port > 0 => Ok(port),
+            _ => Err(ConfigError {
+                variable: PROXY_PORT_ENV,
+                problem: format!(
+                    "{text:?} is not a port; accepted values: 1-65535 (the default is \
+                     {DEFAULT_PROXY_PORT})"
+                ),
+            }),
+        },
+    }
+}
+
+fn parse_on_request_failure(value: Option<&str>) -> Result<OnRequestFailure, ConfigError> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(OnRequestFailure::Log),
+        Some(v) if v.eq_ignore_ascii_case("log") => Ok(OnRequestFailure::Log),
+        Some(v) if v.eq_ignore_ascii_case("reject") => Ok(OnRequestFailure::Reject),
+        Some(v) => Err(ConfigError {
+            variable: ON_REQUEST_FAILURE_ENV,
+            problem: format!(
+                "unknown policy {v:?}; accepted values: log (the default: the invocation goes \
+                 on) or reject (the caller gets an Extension.RequestRejected error)"
+            ),
+        }),
+    }
+}
+
+/// `AWS_LAMBDA_RUNTIME_API` without a leading `http://`: the proxy's upstream.
+pub fn runtime_api() -> Option<String> {
+    let value = std::env::var(RUNTIME_API_ENV).ok()?;
+    let value = value.trim();
+    Some(value.strip_prefix("http://").unwrap_or(value).to_string())
 }
 
 fn parse_on_error(value: Option<&str>) -> Result<OnError, ConfigError> {

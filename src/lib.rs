@@ -34,6 +34,9 @@ pub mod config;
 pub mod logging;
 #[cfg(feature = "cli")]
 #[doc(hidden)]
+pub mod proxy;
+#[cfg(feature = "cli")]
+#[doc(hidden)]
 pub mod runner;
 #[cfg(feature = "cli")]
 #[doc(hidden)]

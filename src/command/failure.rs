@@ -171,6 +171,21 @@ impl fmt::Display for CommandFailure {
     }
 }
 
+impl CommandFailure {
+    /// The end of the command's stderr, when it wrote any.
+    pub fn stderr_tail(&self) -> Option<&str> {
+        match self {
+            CommandFailure::Exited { stderr_tail, .. }
+            | CommandFailure::Killed { stderr_tail, .. }
+            | CommandFailure::TimedOut { stderr_tail, .. }
+            | CommandFailure::BadAck { stderr_tail, .. } => {
+                Some(stderr_tail.as_str()).filter(|tail| !tail.is_empty())
+            }
+            _ => None,
+        }
+    }
+}
+
 impl std::error::Error for CommandFailure {}
 
 fn stderr_suffix(tail: &str) -> String {

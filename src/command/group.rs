@@ -10,12 +10,14 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// How many commands may run at once: the event handler and the telemetry command.
-const SLOTS: usize = 2;
+/// How many commands may run at once: the event handler, the telemetry command and the
+/// proxy's request or response handler.
+const SLOTS: usize = 3;
 
 /// The process group of the command each slot runs now, for the signal handler: 0 when none
 /// runs, [`STARTING`] while one is being spawned (so a signal arriving then waits for its group).
-static RUNNING_GROUPS: [AtomicI32; SLOTS] = [AtomicI32::new(0), AtomicI32::new(0)];
+static RUNNING_GROUPS: [AtomicI32; SLOTS] =
+    [AtomicI32::new(0), AtomicI32::new(0), AtomicI32::new(0)];
 /// The value of a running group between the start of a spawn and the group being known.
 const STARTING: i32 = -1;
 /// The signal that asked the extension to stop, 0 while none has.
@@ -28,6 +30,8 @@ pub enum Slot {
     Events = 0,
     /// The telemetry command (on the delivery thread).
     Telemetry = 1,
+    /// The Runtime API proxy's request and response handlers (one at a time).
+    Proxy = 2,
 }
 
 /// The signal that asked the extension to stop, if one has: no command may start after it, and

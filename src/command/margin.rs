@@ -33,7 +33,16 @@ impl Margin {
     /// half of the time actually left, so a margin meant for long invokes does not stop the
     /// handler of a short SHUTDOWN before it has begun.
     pub fn deadline(&mut self, event: &Event) -> Option<Deadline> {
-        let deadline_ms = event.deadline_ms();
+        let hint = match event {
+            Event::Invoke(_) => INVOKE_HINT,
+            Event::Shutdown(_) => SHUTDOWN_HINT,
+        };
+        self.before(event.deadline_ms(), event.lifecycle_event().as_str(), hint)
+    }
+
+    /// The deadline for a command about `what` (`INVOKE`, `request`...) due by `deadline_ms`
+    /// (Unix epoch ms; 0: none), by the same rule.
+    pub fn before(&mut self, deadline_ms: u64, what: &str, hint: &'static str) -> Option<Deadline> {
         if deadline_ms == 0 {
             return None;
         }
@@ -47,14 +56,10 @@ impl Margin {
                  the time left; logged once)",
                 self.configured.as_millis(),
                 remaining.as_millis(),
-                event.lifecycle_event().as_str(),
+                what,
                 margin.as_millis()
             );
         }
-        let hint = match event {
-            Event::Invoke(_) => INVOKE_HINT,
-            Event::Shutdown(_) => SHUTDOWN_HINT,
-        };
         Some(Deadline::within(remaining, margin, hint))
     }
 }

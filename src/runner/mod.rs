@@ -20,6 +20,7 @@ use crate::command::{
     MANAGED_ENV,
 };
 use crate::config::{Config, Initialization, Mode, OnError, Options, ON_ERROR_ENV};
+use crate::proxy::Proxy;
 use summary::{Millis, Summary};
 use telemetry::{SetupFailed, Telemetry};
 
@@ -105,6 +106,14 @@ pub fn run(options: &Options) -> Exit {
     let events = config
         .as_ref()
         .map_or(initialization.fallback_events(), |config| config.events);
+    // The proxy's port is bound before registering: the runtime starts, and calls it, as soon
+    // as every extension has registered.
+    let proxy_port = match &config {
+        Ok(Config {
+            proxy: Some(proxy), ..
+        }) => Some(crate::proxy::bind(proxy.port)),
+        _ => None,
+    };
     let registration_client = RegistrationClient::new(lambda_agent());
     let request = events.registration_request();
     let registered = retry_without_response(REGISTER_RETRY_DELAYS, || {
@@ -166,6 +175,24 @@ pub fn run(options: &Options) -> Exit {
             }
         },
     };
+    let proxy = match (proxy_port, &config.proxy) {
+        (Some(Ok(bound)), Some(settings)) => {
+            let upstream = crate::config::runtime_api().unwrap_or_default();
+            let name = client.extension_name().to_string();
+            match Proxy::start(bound, &upstream, settings, &name, config.timeout_margin) {
+                Ok(proxy) => Some(proxy),
+                Err(error) => {
+                    let message = format!("cannot start the Runtime API proxy: {error}");
+                    return report(&client, Phase::Init, ErrorType::ConfigInvalid, &message);
+                }
+            }
+        }
+        (Some(Err(message)), _) => {
+            let message = format!("invalid configuration: {message}");
+            return report(&client, Phase::Init, ErrorType::ConfigInvalid, &message);
+        }
+        _ => None,
+    };
     let mut executor = Executor::new(
         &MANAGED_ENV,
         &[("LAMBDA_EXTENSION_NAME", client.extension_name())],
@@ -201,6 +228,7 @@ pub fn run(options: &Options) -> Exit {
         client,
         handler,
         telemetry,
+        proxy,
         margin,
         on_error: config.on_error,
         summary: Summary::default(),
@@ -242,6 +270,7 @@ struct Extension {
     /// `None` for a telemetry-only extension.
     handler: Option<Box<dyn EventHandler>>,
     telemetry: Option<Telemetry>,
+    proxy: Option<Proxy>,
     margin: Duration,
     on_error: OnError,
     summary: Summary,
@@ -282,6 +311,10 @@ impl Extension {
                     Event::Invoke(invoke) => telemetry.after_invoke(&invoke.request_id, until),
                     Event::Shutdown(_) => telemetry.finish(until),
                 }
+            }
+            if let (Some(proxy), Event::Invoke(invoke)) = (&self.proxy, &next.event) {
+                let until = telemetry::before_deadline(next.event.deadline_ms(), self.margin);
+                proxy.after_invoke(&invoke.request_id, until);
             }
             match (outcome, is_shutdown) {
                 (Ok(()), true) => return Exit::Success,

@@ -53,6 +53,20 @@ pub fn check(options: &Options) -> Exit {
             telemetry.flush
         );
     }
+    if let Some(proxy) = &config.proxy {
+        let describe_or_none =
+            |command: &Option<CommandLine>| command.as_ref().map_or("none".to_string(), describe);
+        println!("  Runtime API proxy: 127.0.0.1:{}", proxy.port);
+        println!(
+            "  request handler: {}",
+            describe_or_none(&proxy.request_handler)
+        );
+        println!(
+            "  response handler: {}",
+            describe_or_none(&proxy.response_handler)
+        );
+        println!("  on request failure: {:?}", proxy.on_request_failure);
+    }
     println!(
         "  on error: {:?}; timeout margin: {} ms",
         config.on_error,
