@@ -88,19 +88,17 @@ pub fn send(
     incoming: &Incoming,
     body: Option<&mut dyn Read>,
 ) -> Result<Answer, UpstreamFailed> {
-    let mut request = http::Request::builder()
-        .method(incoming.method.as_str())
-        .uri(format!("{base}{}", incoming.path));
-    for header in &incoming.headers {
-        let name = header.field.as_str().as_str();
-        if !is_hop_by_hop(name) {
-            request = request.header(name, header.value.as_str());
-        }
-    }
     let response = match (incoming.has_body, body) {
         // With a Content-Length copied above, ureq sends exactly that; without one, chunked.
-        (true, Some(reader)) => execute(agent, request, SendBody::from_reader(reader)),
-        _ => execute(agent, request, SendBody::none()),
+        (true, Some(reader)) => execute(
+            agent,
+            builder(base, incoming),
+            SendBody::from_reader(reader),
+        ),
+        // A kept-alive connection can be dead without the pool knowing (after a SnapStart
+        // restore): a request without a body is sent once more, on a fresh connection.
+        _ => execute(agent, builder(base, incoming), SendBody::none())
+            .or_else(|_| execute(agent, builder(base, incoming), SendBody::none())),
     }?;
     let (parts, body) = response.into_parts();
     let mut bytes = Vec::new();
@@ -114,6 +112,20 @@ pub fn send(
         headers: parts.headers,
         body: bytes,
     })
+}
+
+/// The request for upstream: `incoming`'s method, path and end-to-end headers.
+fn builder(base: &str, incoming: &Incoming) -> http::request::Builder {
+    let mut request = http::Request::builder()
+        .method(incoming.method.as_str())
+        .uri(format!("{base}{}", incoming.path));
+    for header in &incoming.headers {
+        let name = header.field.as_str().as_str();
+        if !is_hop_by_hop(name) {
+            request = request.header(name, header.value.as_str());
+        }
+    }
+    request
 }
 
 fn execute(
