@@ -999,3 +999,30 @@ fn sam_template_points_at_this_versions_zips() {
         );
     }
 }
+
+/// The example function ships a copy of scripts/audit-requests.sh (SAM packages `CodeUri` as
+/// it is, so the script has to be in layer/example/): it must stay the same script, executable,
+/// and the template must start the runtime through the wrapper the layer ships.
+#[test]
+fn sam_example_ships_the_audit_script_and_uses_the_wrapper() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let copy = format!("{root}/layer/example/audit-requests.sh");
+    let original = format!("{root}/scripts/audit-requests.sh");
+    assert!(
+        fs::read(&copy).unwrap() == fs::read(&original).unwrap(),
+        "{copy} differs from {original}: cp scripts/audit-requests.sh layer/example/"
+    );
+    let mode = fs::metadata(&copy).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(format!("{mode:o}"), "755", "{copy}'s mode");
+    let template = fs::read_to_string(format!("{root}/layer/template.yaml")).unwrap();
+    for line in [
+        format!("AWS_LAMBDA_EXEC_WRAPPER: /opt/{WRAPPER_ENTRY}"),
+        "SHELL_EXT_REQUEST_HANDLER: /var/task/audit-requests.sh".into(),
+        "SHELL_EXT_RESPONSE_HANDLER: /var/task/audit-requests.sh".into(),
+    ] {
+        assert!(
+            template.contains(&line),
+            "layer/template.yaml should contain `{line}`"
+        );
+    }
+}
