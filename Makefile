@@ -108,9 +108,12 @@ profile-http: targets
 # for $(BENCH_TARGET) release in separate cargo runs (each package keeps its own feature set),
 # then the bench-driver: one table on stdout, then the telemetry section (throughput and loss of
 # --batches batches through a `cat >/dev/null` telemetry command), persistent mode against its
-# targets, the extension's fds/threads/RSS early and at the end; JSON in target/bench/results.json
-# and the per-event chart next to it (results.svg).
+# targets, the extension's fds/threads/RSS early and at the end, the Runtime API proxy per
+# invocation against a runtime client straight to the stand-in Runtime API (runtime-direct; target
+# for proxy-forward: +100 µs at most); JSON in target/bench/results.json and the per-event chart
+# next to it (results.svg).
 #   make bench BENCH_ARGS="--rounds 3 --events 200 --programs floor,product-exec"
+#   make bench BENCH_ARGS="--rounds 5 --programs proxy-forward,proxy-request-handler,proxy-response-handler"
 #   make bench BENCH_ARGS="--batches 500 --programs product-exec,product-telemetry,product-telemetry-only"
 #   make bench BENCH_ARGS="--events 10000 --rounds 3 --programs product-persistent"   # fds/RSS at 10 000
 #   make bench BENCH_ARGS="--chart-copy docs/bench-per-event.svg"   # the README's chart, to commit
@@ -126,11 +129,12 @@ bench: targets
 # A few events through the driver (debug builds, no official peer): the harness cannot rot, and
 # the product must speak the protocol exactly (the driver exits non-zero otherwise); 100
 # telemetry batches through the telemetry-only product, none lost; persistent mode with
-# bench-ack (its floor floor-nocmd comes with it).
+# bench-ack (its floor floor-nocmd comes with it); the Runtime API proxy with no handler, a
+# runtime client through it checking every invocation byte for byte (runtime-direct comes with it).
 bench-smoke:
 	$(CARGO) build --bin $(BIN)
 	$(CARGO) build -p bench
-	$(TARGET_DIR)/debug/bench-driver --quick --programs floor,product-exec,product-shutdown-only,product-telemetry,product-telemetry-only,product-persistent \
+	$(TARGET_DIR)/debug/bench-driver --quick --programs floor,product-exec,product-shutdown-only,product-telemetry,product-telemetry-only,product-persistent,proxy-forward \
 		--product $(TARGET_DIR)/debug/$(BIN) --build "debug (smoke)" --out $(TARGET_DIR)/bench/smoke.json
 
 clean:

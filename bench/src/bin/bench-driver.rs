@@ -36,8 +36,26 @@
 //! Resources: the extension's open fds, threads and VmRSS (and its children, and how many of them
 //! are zombies) after 10 % of the events (at most 1000) and just before SHUTDOWN.
 //!
+//! Runtime API proxy (`SHELL_EXT_PROXY`, docs/proxy.md): the driver serves the Runtime API on the
+//! same port as the Extensions API, as Lambda does (`GET /2018-06-01/runtime/invocation/next`
+//! answered with an invocation of [`invocation`]: a 1 KiB payload and the `Lambda-Runtime-*`
+//! headers; `POST …/invocation/{id}/response` answered 202), and once the extension has registered
+//! it starts `bench-runtime`, a blocking keep-alive runtime client, pointed either straight at the
+//! driver (`runtime-direct`, the floor: its extension is bench-floor, idle in `/event/next`) or at
+//! the extension's proxy (`proxy-*`). Per invocation it measures, as the runtime client sees it,
+//! GET next written → the 202 of its POST response read; each proxy program is compared with
+//! `runtime-direct` in the same round (target for `proxy-forward`: ≤ +100 µs, median). As on
+//! Lambda, the next invocation is handed out only when the previous one is closed: its response
+//! received and, for an extension registered for INVOKE (a response handler), the extension back
+//! in `/event/next` (which the proxy holds until the response handler is done); the INVOKE and the
+//! invocation carry the same request id. An `/event/next` after an INVOKE that comes before the
+//! function's response is a problem. After the last invocation the client asks for the next once
+//! more and is left waiting there (so is the proxy's upstream request), then the extension gets
+//! SHUTDOWN and must exit.
+//!
 //! The chart: per-event medians by program and mode as horizontal bars, each with its floor
-//! marked, written as SVG next to the JSON (and to `--chart-copy FILE`).
+//! marked, written as SVG next to the JSON (and to `--chart-copy FILE`); the proxy's programs
+//! per invocation on a panel of their own.
 //!
 //! Programs are interleaved round by round (A B C … A B C …); each program is compared with its
 //! floor measured in the same round. The driver pins itself to one CPU and the extension (and so
@@ -47,6 +65,8 @@
 //! Exit status: 0 when every run behaved, 1 when any misbehaved (wrong exit status, wrong request
 //! counts, an init/error or exit/error post, a request after SHUTDOWN, a telemetry batch refused
 //! or not delivered), 2 on a usage error.
+
+#![recursion_limit = "256"]
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -60,6 +80,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
+#[path = "../invocation.rs"]
+mod invocation;
+
+use invocation::request_id;
+
 const EXTENSION_ID: &str = "6a1b7e1c-0d8f-4a57-9c53-2f6a3d1e0b42";
 const SH_HANDLER: &str = "cat >/dev/null";
 
@@ -71,6 +96,16 @@ const ACK_HANDLER: &str = "@bench-ack@";
 const BASH_HANDLER: &str = "@persistent-bash@";
 /// scripts/persistent-handler.py without its log line per event (see `PYTHON_HANDLER_TEXT`).
 const PYTHON_HANDLER: &str = "@persistent-python@";
+/// The proxy's port (`SHELL_EXT_PROXY_PORT`): a placeholder in a program's env, replaced with a
+/// free loopback port for each run.
+const PROXY_PORT: &str = "@proxy-port@";
+/// The floor of the proxy's programs: the runtime client straight to the stand-in Runtime API.
+const RUNTIME_FLOOR: &str = "runtime-direct";
+/// The proxy's target: at most this much per invocation over `runtime-direct` (median, paired per
+/// round), with no handler (`proxy-forward`).
+const PROXY_TARGET_US: f64 = 100.0;
+/// The program that target is for.
+const PROXY_TARGET_PROGRAM: &str = "proxy-forward";
 /// The PATH every program runs with.
 const PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 /// The per-event program that persistent mode is compared with (the ≥ 8× target).
@@ -125,7 +160,20 @@ struct Program {
     shutdown_only: bool,
     /// What the driver does as the Telemetry API for it.
     telemetry: Telemetry,
+    /// Whether a runtime client runs next to it, and where it is pointed.
+    runtime: Runtime,
     description: &'static str,
+}
+
+/// The driver's part as Lambda's Runtime API.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Runtime {
+    /// No runtime: a Runtime API request is a problem.
+    Off,
+    /// `bench-runtime` talks straight to the driver (the floor of the proxy's programs).
+    Direct,
+    /// `bench-runtime` talks to the extension's proxy on `SHELL_EXT_PROXY_PORT`.
+    Proxy,
 }
 
 /// The driver's part as Lambda's Telemetry API.
@@ -153,6 +201,7 @@ fn programs() -> Vec<Program> {
             floor: None,
             shutdown_only: false,
             telemetry: Telemetry::Off,
+            runtime: Runtime::Off,
             description: "raw TcpStream GET + spawn/wait /bin/true per event (stdin null)",
         },
         Program {
@@ -162,6 +211,7 @@ fn programs() -> Vec<Program> {
             floor: None,
             shutdown_only: false,
             telemetry: Telemetry::Off,
+            runtime: Runtime::Off,
             description: "raw TcpStream GET per event, spawns nothing",
         },
         Program {
@@ -171,6 +221,7 @@ fn programs() -> Vec<Program> {
             floor: None,
             shutdown_only: false,
             telemetry: Telemetry::Off,
+            runtime: Runtime::Off,
             description: "raw TcpStream GET + spawn/wait /bin/sh -c 'cat >/dev/null' per event",
         },
         Program {
@@ -180,6 +231,7 @@ fn programs() -> Vec<Program> {
             floor: Some("floor"),
             shutdown_only: false,
             telemetry: Telemetry::Off,
+            runtime: Runtime::Off,
             description: "lambda-extension crate + tokio::process /bin/true, event JSON on stdin",
         },
         Program {
@@ -189,6 +241,7 @@ fn programs() -> Vec<Program> {
             floor: Some("floor-sh"),
             shutdown_only: false,
             telemetry: Telemetry::Off,
+            runtime: Runtime::Off,
             description: "lambda-extension crate + tokio::process sh -c 'cat >/dev/null'",
         },
         Program {
@@ -198,6 +251,7 @@ fn programs() -> Vec<Program> {
             floor: Some("floor"),
             shutdown_only: false,
             telemetry: Telemetry::Off,
+            runtime: Runtime::Off,
             description: "SHELL_EXT_HANDLER=/bin/true (exec'd directly)",
         },
         Program {
@@ -211,6 +265,7 @@ fn programs() -> Vec<Program> {
             floor: Some("floor"),
             shutdown_only: false,
             telemetry: Telemetry::Off,
+            runtime: Runtime::Off,
             description: "as product-exec, with RUST_LOG=warn (no log line per event)",
         },
         Program {
@@ -223,6 +278,7 @@ fn programs() -> Vec<Program> {
             floor: Some("floor-sh"),
             shutdown_only: false,
             telemetry: Telemetry::Off,
+            runtime: Runtime::Off,
             description: "SHELL_EXT_HANDLER=\"cat >/dev/null\": shell mode, spawns /bin/sh -c 'cat >/dev/null'",
         },
         Program {
@@ -235,6 +291,7 @@ fn programs() -> Vec<Program> {
             floor: Some("floor"),
             shutdown_only: true,
             telemetry: Telemetry::Off,
+            runtime: Runtime::Off,
             description: "SHELL_EXT_EVENTS=SHUTDOWN, handler /bin/true at SHUTDOWN only",
         },
         Program {
@@ -248,6 +305,7 @@ fn programs() -> Vec<Program> {
             floor: Some("floor"),
             shutdown_only: false,
             telemetry: Telemetry::Reports,
+            runtime: Runtime::Off,
             description: "as product-exec, plus SHELL_EXT_TELEMETRY_HANDLER=\"cat >/dev/null\" (the reports come in one batch before SHUTDOWN)",
         },
         Program {
@@ -257,6 +315,7 @@ fn programs() -> Vec<Program> {
             floor: Some("floor"),
             shutdown_only: true,
             telemetry: Telemetry::Load,
+            runtime: Runtime::Off,
             description: "no SHELL_EXT_HANDLER, SHELL_EXT_TELEMETRY_HANDLER=\"cat >/dev/null\": SHUTDOWN only, --batches batches POSTed at its /event/next",
         },
         Program {
@@ -266,6 +325,7 @@ fn programs() -> Vec<Program> {
             floor: Some("floor-nocmd"),
             shutdown_only: false,
             telemetry: Telemetry::Off,
+            runtime: Runtime::Off,
             description: "lambda-extension crate, no command: its event loop alone",
         },
         Program {
@@ -278,6 +338,7 @@ fn programs() -> Vec<Program> {
             floor: Some("floor-nocmd"),
             shutdown_only: false,
             telemetry: Telemetry::Off,
+            runtime: Runtime::Off,
             description: "SHELL_EXT_MODE=persistent, SHELL_EXT_HANDLER=bench-ack (reads a line, writes ok to fd 3)",
         },
         Program {
@@ -290,6 +351,7 @@ fn programs() -> Vec<Program> {
             floor: Some("floor-nocmd"),
             shutdown_only: false,
             telemetry: Telemetry::Off,
+            runtime: Runtime::Off,
             description: "SHELL_EXT_MODE=persistent, a bash `while IFS= read -r event; do echo ok >&3; done` loop",
         },
         Program {
@@ -302,7 +364,57 @@ fn programs() -> Vec<Program> {
             floor: Some("floor-nocmd"),
             shutdown_only: false,
             telemetry: Telemetry::Off,
+            runtime: Runtime::Off,
             description: "SHELL_EXT_MODE=persistent, a python3 `for line in sys.stdin` loop: json.loads, ok to fd 3",
+        },
+        Program {
+            name: RUNTIME_FLOOR,
+            binary: Binary::Floor,
+            env: vec![("BENCH_EVENTS", "SHUTDOWN".into())],
+            floor: None,
+            shutdown_only: true,
+            telemetry: Telemetry::Off,
+            runtime: Runtime::Direct,
+            description: "bench-runtime straight to the stand-in Runtime API (next, then response, per invocation); bench-floor registered for SHUTDOWN only next to it",
+        },
+        Program {
+            name: "proxy-forward",
+            binary: Binary::Product,
+            env: vec![
+                ("SHELL_EXT_PROXY", "on".into()),
+                ("SHELL_EXT_PROXY_PORT", PROXY_PORT.into()),
+            ],
+            floor: Some(RUNTIME_FLOOR),
+            shutdown_only: true,
+            telemetry: Telemetry::Off,
+            runtime: Runtime::Proxy,
+            description: "SHELL_EXT_PROXY=on, no handler: bench-runtime through the proxy (SHUTDOWN only)",
+        },
+        Program {
+            name: "proxy-request-handler",
+            binary: Binary::Product,
+            env: vec![
+                ("SHELL_EXT_REQUEST_HANDLER", "/bin/true".into()),
+                ("SHELL_EXT_PROXY_PORT", PROXY_PORT.into()),
+            ],
+            floor: Some(RUNTIME_FLOOR),
+            shutdown_only: true,
+            telemetry: Telemetry::Off,
+            runtime: Runtime::Proxy,
+            description: "SHELL_EXT_REQUEST_HANDLER=/bin/true: run on every invocation inside the runtime's next (SHUTDOWN only)",
+        },
+        Program {
+            name: "proxy-response-handler",
+            binary: Binary::Product,
+            env: vec![
+                ("SHELL_EXT_RESPONSE_HANDLER", "/bin/true".into()),
+                ("SHELL_EXT_PROXY_PORT", PROXY_PORT.into()),
+            ],
+            floor: Some(RUNTIME_FLOOR),
+            shutdown_only: false,
+            telemetry: Telemetry::Off,
+            runtime: Runtime::Proxy,
+            description: "SHELL_EXT_RESPONSE_HANDLER=/bin/true: run after every response, the extension's /event/next held until it is done (INVOKE,SHUTDOWN)",
         },
     ]
 }
@@ -317,6 +429,8 @@ struct Options {
     paths: BTreeMap<&'static str, PathBuf>,
     /// The bench-ack handler of the persistent programs.
     ack: PathBuf,
+    /// The runtime client of the proxy's programs.
+    runtime: PathBuf,
     out: PathBuf,
     /// A second copy of the chart (`--chart-copy`, for the README).
     chart_copy: Option<PathBuf>,
@@ -326,8 +440,8 @@ struct Options {
 fn usage() -> ! {
     eprintln!(
         "usage: bench-driver [--events N] [--batches N] [--rounds R] [--warmup N] [--quick] [--programs a,b,...]\n\
-         \x20                   [--product PATH] [--floor PATH] [--official PATH] [--ack PATH] [--out FILE]\n\
-         \x20                   [--chart-copy FILE] [--build LABEL]\n\
+         \x20                   [--product PATH] [--floor PATH] [--official PATH] [--ack PATH] [--runtime PATH]\n\
+         \x20                   [--out FILE] [--chart-copy FILE] [--build LABEL]\n\
          programs: {}\n\
          binaries default to the driver's own directory; --out defaults to target/bench/results.json,\n\
          the chart is written next to it (.svg); --chart-copy writes it there too",
@@ -356,6 +470,7 @@ fn parse_options() -> Options {
             .map(|binary| (binary.label(), own_dir.join(binary.label())))
             .collect(),
         ack: own_dir.join("bench-ack"),
+        runtime: own_dir.join("bench-runtime"),
         out: PathBuf::from("target/bench/results.json"),
         chart_copy: None,
         build: String::from("unspecified"),
@@ -391,6 +506,7 @@ fn parse_options() -> Options {
                     .insert(Binary::Official.label(), value().into());
             }
             "--ack" => options.ack = value().into(),
+            "--runtime" => options.runtime = value().into(),
             "--out" => options.out = value().into(),
             "--chart-copy" => options.chart_copy = Some(value().into()),
             "--build" => options.build = value(),
@@ -471,6 +587,19 @@ struct Run {
     /// From its `telemetry: N batches received, M delivered` log line.
     telemetry_received: Option<u64>,
     telemetry_delivered: Option<u64>,
+    /// Runtime API (the proxy's programs): per invocation, as the runtime client measured it
+    /// (GET next written → the 202 of its POST response read).
+    invocation_us: Vec<f64>,
+    /// The function's response read by the driver → the extension's next `/event/next` read
+    /// (registered for INVOKE: how long the response handler keeps it after the response).
+    post_response_us: Vec<f64>,
+    /// Invocations handed out and responses received by the stand-in Runtime API, and its
+    /// `/next` requests (one more than the invocations: the last one is left waiting).
+    runtime_invocations: usize,
+    runtime_responses: usize,
+    runtime_nexts: usize,
+    /// TCP connections the runtime client opened (1 when keep-alive held throughout).
+    runtime_connections: Option<usize>,
     /// The extension's resources after `early_after` events, and just before SHUTDOWN.
     early: Option<Resources>,
     end: Option<Resources>,
@@ -566,8 +695,23 @@ fn resources(pid: u32, after_events: usize) -> Option<Resources> {
 }
 
 struct Conn {
+    /// Lets a held request (a Runtime API `/next`, an `/event/next` waiting for the runtime) be
+    /// answered later, when connections may have come and gone.
+    id: u64,
     stream: TcpStream,
     buf: Vec<u8>,
+}
+
+/// Writes `bytes` to the connection `id`; when the write is done.
+fn write_to(conns: &mut [Conn], id: u64, bytes: &[u8]) -> Result<Instant, String> {
+    let conn = conns
+        .iter_mut()
+        .find(|conn| conn.id == id)
+        .ok_or_else(|| "the connection of a held request was closed".to_owned())?;
+    conn.stream
+        .write_all(bytes)
+        .map_err(|error| format!("write failed: {error}"))?;
+    Ok(Instant::now())
 }
 
 struct Request {
@@ -600,12 +744,35 @@ fn parse_request(buf: &mut Vec<u8>) -> Option<Result<Request, String>> {
             Some((key.trim().to_owned(), value.trim().to_owned()))
         })
         .collect();
-    if headers
+    let encoding = headers
         .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v != "identity")
-    {
-        buf.clear();
-        return Some(Err(format!("chunked request body: {method} {path}")));
+        .find(|(k, _)| k.eq_ignore_ascii_case("transfer-encoding"))
+        .map(|(_, v)| v.to_ascii_lowercase());
+    match encoding.as_deref() {
+        None | Some("identity") => {}
+        Some("chunked") => {
+            // As the proxy may send a body upstream (streamed): decoded, trailers dropped.
+            return match dechunk(&buf[end + 4..]) {
+                Ok(Some((body, used))) => {
+                    buf.drain(..end + 4 + used);
+                    Some(Ok(Request {
+                        method,
+                        path,
+                        headers,
+                        body,
+                    }))
+                }
+                Ok(None) => None,
+                Err(problem) => {
+                    buf.clear();
+                    Some(Err(format!("{method} {path}: {problem}")))
+                }
+            };
+        }
+        Some(other) => {
+            buf.clear();
+            return Some(Err(format!("{method} {path}: Transfer-Encoding {other:?}")));
+        }
     }
     let length = headers
         .iter()
@@ -623,6 +790,51 @@ fn parse_request(buf: &mut Vec<u8>) -> Option<Result<Request, String>> {
         headers,
         body,
     }))
+}
+
+/// A chunked body at the start of `bytes`: (the body, bytes used up to the end of the trailers),
+/// or None while it is incomplete.
+#[allow(clippy::type_complexity)]
+fn dechunk(bytes: &[u8]) -> Result<Option<(Vec<u8>, usize)>, String> {
+    let line_at = |from: usize| {
+        bytes[from..]
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .map(|at| from + at)
+    };
+    let mut body = Vec::new();
+    let mut at = 0;
+    loop {
+        let Some(line_end) = line_at(at) else {
+            return Ok(None);
+        };
+        let line = String::from_utf8_lossy(&bytes[at..line_end]);
+        let size_text = line.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size_text, 16)
+            .map_err(|_| format!("bad chunk size {size_text:?}"))?;
+        at = line_end + 2;
+        if size == 0 {
+            // Trailer lines (dropped), then the empty line.
+            loop {
+                let Some(line_end) = line_at(at) else {
+                    return Ok(None);
+                };
+                let empty = line_end == at;
+                at = line_end + 2;
+                if empty {
+                    return Ok(Some((body, at)));
+                }
+            }
+        }
+        if bytes.len() < at + size + 2 {
+            return Ok(None);
+        }
+        if &bytes[at + size..at + size + 2] != b"\r\n" {
+            return Err("chunk not followed by CRLF".into());
+        }
+        body.extend_from_slice(&bytes[at..at + size]);
+        at += size + 2;
+    }
 }
 
 fn response(
@@ -678,6 +890,99 @@ struct Prepared<'a> {
     /// The program's env with the handler placeholders replaced by paths.
     env: Vec<(&'static str, String)>,
     log: PathBuf,
+    /// The runtime client (`bench-runtime`), its report file and its log, when there is one.
+    runtime: Option<(PathBuf, PathBuf, PathBuf)>,
+}
+
+/// The stand-in Runtime API's state during one run.
+#[derive(Default)]
+struct RuntimeState {
+    /// Where the client is pointed (the driver, or the proxy).
+    api: String,
+    /// Start the client (the extension has just been answered its registration).
+    spawn_wanted: bool,
+    child: Option<std::process::Child>,
+    pidfd: Option<OwnedFd>,
+    /// It exited on its own (a problem: it waits in its last /next until killed).
+    exited: bool,
+    /// Its `/next` after the last invocation has arrived: it is done.
+    done: bool,
+    /// The response to the invocation handed out last (`run.runtime_invocations`) was read, then.
+    response_at: Option<Instant>,
+    /// The extension is back in `/event/next` after the last INVOKE (or had none).
+    extension_back: bool,
+    /// Held requests: the runtime's `/next` and the extension's `/event/next` (connection ids).
+    pending_next: Option<u64>,
+    pending_event: Option<u64>,
+}
+
+/// A free loopback port (bound, read, released) for the proxy of one run.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free loopback port")
+}
+
+/// The INVOKE event `i` with `deadline_ms`, as the Extensions API answers `/event/next`.
+fn invoke_event(i: usize, deadline_ms: u128) -> Vec<u8> {
+    let body = format!(
+        r#"{{"eventType":"INVOKE","deadlineMs":{deadline_ms},"requestId":"{}","invokedFunctionArn":"{}","tracing":{{"type":"X-Amzn-Trace-Id","value":"Root=1-5bef4de7-ad49b0e87f6ef6c87fc2e700;Parent=9a9197af755a6419;Sampled=1"}}}}"#,
+        request_id(i),
+        invocation::FUNCTION_ARN,
+    );
+    let event_id = format!("b1f0c1de-0000-4000-8000-{i:012x}");
+    response(
+        "200 OK",
+        Some("application/json"),
+        &[("Lambda-Extension-Event-Identifier", &event_id)],
+        &body,
+    )
+}
+
+/// Invocation `i` with `deadline_ms`, as the Runtime API answers `/invocation/next`.
+fn runtime_invocation(i: usize, deadline_ms: u128) -> Vec<u8> {
+    let payload = String::from_utf8(invocation::payload(i)).expect("the payload is UTF-8");
+    response(
+        "200 OK",
+        Some("application/json"),
+        &[
+            ("Lambda-Runtime-Aws-Request-Id", &request_id(i)),
+            ("Lambda-Runtime-Deadline-Ms", &deadline_ms.to_string()),
+            (
+                "Lambda-Runtime-Invoked-Function-Arn",
+                invocation::FUNCTION_ARN,
+            ),
+            ("Lambda-Runtime-Trace-Id", &invocation::trace_id(i)),
+        ],
+        &payload,
+    )
+}
+
+/// The runtime client's report (see bench-runtime): samples, connections, problems.
+fn read_runtime_report(out: &Path, events: usize, run: &mut Run) {
+    let Ok(text) = fs::read_to_string(out) else {
+        run.problems
+            .push("the runtime client wrote no report (it never finished its invocations)".into());
+        return;
+    };
+    for line in text.lines() {
+        let (key, value) = line.split_once(' ').unwrap_or((line, ""));
+        match key {
+            "us" => run.invocation_us.extend(value.parse::<f64>().ok()),
+            "connections" => run.runtime_connections = value.parse().ok(),
+            "problem" => run.problems.push(format!("runtime client: {value}")),
+            _ => run
+                .problems
+                .push(format!("runtime client: unreadable report line {line:?}")),
+        }
+    }
+    if run.invocation_us.len() != events {
+        run.problems.push(format!(
+            "the runtime client measured {} invocations, expected {events}",
+            run.invocation_us.len()
+        ));
+    }
 }
 
 fn run_once(
@@ -691,12 +996,34 @@ fn run_once(
     let mut run = Run::default();
     let address = listener.local_addr().expect("listener address");
     let log = File::create(&prepared.log).expect("log file");
+    // The proxy's port, fresh for every run; the runtime client is pointed at it, or at the
+    // driver itself (runtime-direct).
+    let proxy_port = (program.runtime == Runtime::Proxy).then(free_port);
+    let mut rt = RuntimeState {
+        api: match proxy_port {
+            Some(port) => format!("127.0.0.1:{port}"),
+            None => address.to_string(),
+        },
+        extension_back: true,
+        ..RuntimeState::default()
+    };
+    if let Some((_, out, _)) = &prepared.runtime {
+        let _ = fs::remove_file(out);
+    }
     let mut command = Command::new(&prepared.path);
     command
         .env_clear()
         .env("PATH", PATH)
         .env("AWS_LAMBDA_RUNTIME_API", address.to_string())
-        .envs(prepared.env.iter().map(|(k, v)| (k, v)))
+        .envs(
+            prepared
+                .env
+                .iter()
+                .map(|(k, v)| match (v.as_str(), proxy_port) {
+                    (PROXY_PORT, Some(port)) => (k, port.to_string()),
+                    _ => (k, v.clone()),
+                }),
+        )
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log file"))
         .stderr(log);
@@ -741,6 +1068,7 @@ fn run_once(
     let mut registered_written: Option<Instant> = None;
     let mut telemetry_port: Option<u16> = None;
     let mut first_post: Option<Instant> = None;
+    let mut next_conn_id: u64 = 0;
     let mut chunk = [0u8; 16384];
     loop {
         let elapsed = started.elapsed();
@@ -763,6 +1091,12 @@ fn run_once(
                 events: libc::POLLIN,
                 revents: 0,
             },
+            // The runtime client's exit (-1, ignored by poll, when there is none).
+            libc::pollfd {
+                fd: rt.pidfd.as_ref().map_or(-1, |fd| fd.as_raw_fd()),
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
         fds.extend(conns.iter().map(|conn| libc::pollfd {
             fd: conn.stream.as_raw_fd(),
@@ -779,26 +1113,27 @@ fn run_once(
         // Requests first: a request and the exit can be seen in the same wake-up.
         let mut closed = Vec::new();
         let mut write_errors = Vec::new();
-        for (index, fd) in fds.iter().enumerate().skip(2) {
+        for (index, fd) in fds.iter().enumerate().skip(3) {
             if fd.revents == 0 {
                 continue;
             }
-            let conn = &mut conns[index - 2];
+            let conn = &mut conns[index - 3];
             let n = match conn.stream.read(&mut chunk) {
                 Ok(0) | Err(_) => {
-                    closed.push(index - 2);
+                    closed.push(index - 3);
                     continue;
                 }
                 Ok(n) => n,
             };
             let arrived = Instant::now();
+            let conn_id = conn.id;
             conn.buf.extend_from_slice(&chunk[..n]);
             while let Some(parsed) = parse_request(&mut conn.buf) {
                 let request = match parsed {
                     Ok(request) => request,
                     Err(problem) => {
                         run.problems.push(problem);
-                        closed.push(index - 2);
+                        closed.push(index - 3);
                         break;
                     }
                 };
@@ -826,6 +1161,8 @@ fn run_once(
                         if body.contains("INVOKE") == program.shutdown_only {
                             run.problems.push(format!("unexpected registration {body}"));
                         }
+                        // The runtime starts once every extension has registered.
+                        rt.spawn_wanted = program.runtime != Runtime::Off;
                         let registration = r#"{"functionName":"bench","functionVersion":"$LATEST","handler":"bench.handler"}"#;
                         registered_written = Some(reply(&response(
                             "200 OK",
@@ -846,7 +1183,10 @@ fn run_once(
                             run.problems
                                 .push("event/next without the identifier".into());
                         }
-                        if run.invokes == early_after(invokes_wanted) && run.early.is_none() {
+                        if program.runtime == Runtime::Off
+                            && run.invokes == early_after(invokes_wanted)
+                            && run.early.is_none()
+                        {
                             run.early = resources(pid, run.invokes);
                         }
                         if shutdown_written.is_some() {
@@ -857,22 +1197,30 @@ fn run_once(
                                 &[],
                                 r#"{"errorType":"Extension.InvalidExtensionState","errorMessage":"after SHUTDOWN"}"#,
                             ));
+                        } else if program.runtime != Runtime::Off {
+                            // Held: answered with the next INVOKE together with the runtime's
+                            // next invocation, or with SHUTDOWN once the runtime is done.
+                            if rt.pending_event.is_some() {
+                                run.problems
+                                    .push("a second /event/next while one was waiting".into());
+                            }
+                            if run.invokes > 0 && !rt.extension_back {
+                                match rt.response_at {
+                                    Some(at) if run.runtime_responses == run.invokes => {
+                                        run.post_response_us.push(micros(arrived - at));
+                                    }
+                                    _ => run.problems.push(format!(
+                                        "/event/next after INVOKE {} came before the function's response to it (it must wait for the response handler)",
+                                        request_id(run.invokes)
+                                    )),
+                                }
+                                rt.extension_back = true;
+                            }
+                            rt.pending_event = Some(conn_id);
                         } else if run.invokes < invokes_wanted {
                             run.invokes += 1;
-                            let i = run.invokes;
-                            let body = format!(
-                                r#"{{"eventType":"INVOKE","deadlineMs":{},"requestId":"{}","invokedFunctionArn":"arn:aws:lambda:us-east-1:123456789012:function:bench","tracing":{{"type":"X-Amzn-Trace-Id","value":"Root=1-5bef4de7-ad49b0e87f6ef6c87fc2e700;Parent=9a9197af755a6419;Sampled=1"}}}}"#,
-                                epoch_ms() + 5000,
-                                request_id(i)
-                            );
-                            let event_id = format!("b1f0c1de-0000-4000-8000-{i:012x}");
-                            let bytes = response(
-                                "200 OK",
-                                Some("application/json"),
-                                &[("Lambda-Extension-Event-Identifier", &event_id)],
-                                &body,
-                            );
-                            invoke_written = Some(reply(&bytes));
+                            invoke_written =
+                                Some(reply(&invoke_event(run.invokes, epoch_ms() + 5000)));
                         } else {
                             // Lambda's telemetry for this run, while the extension waits in
                             // /event/next: the load, or the reports of its INVOKEs.
@@ -936,6 +1284,69 @@ fn run_once(
                             r#"{"status":"OK"}"#,
                         ));
                     }
+                    ("GET", "/2018-06-01/runtime/invocation/next")
+                        if program.runtime != Runtime::Off =>
+                    {
+                        // Held until the invocation can start (see the end of the loop).
+                        run.runtime_nexts += 1;
+                        if rt.pending_next.is_some() {
+                            run.problems
+                                .push("a second runtime /next while one was waiting".into());
+                        }
+                        rt.pending_next = Some(conn_id);
+                        let open = run.runtime_invocations;
+                        if open == run.runtime_responses {
+                            if open == early_after(events) && run.early.is_none() {
+                                run.early = resources(pid, open);
+                            }
+                            rt.done = open >= events;
+                        }
+                    }
+                    ("POST", _)
+                        if program.runtime != Runtime::Off
+                            && path.starts_with("/2018-06-01/runtime/invocation/") =>
+                    {
+                        let rest = &path["/2018-06-01/runtime/invocation/".len()..];
+                        let (id, what) = rest.split_once('/').unwrap_or((rest, ""));
+                        let open = run.runtime_invocations;
+                        if what != "response" {
+                            run.problems.push(format!(
+                                "POST {path} {}: {}",
+                                request
+                                    .header("Lambda-Runtime-Function-Error-Type")
+                                    .unwrap_or(""),
+                                String::from_utf8_lossy(&request.body)
+                            ));
+                        } else if open == 0
+                            || run.runtime_responses == open
+                            || id != request_id(open)
+                        {
+                            run.problems.push(format!(
+                                "response for {id:?}, but the invocation open is {}",
+                                if open > run.runtime_responses {
+                                    request_id(open)
+                                } else {
+                                    "none".to_owned()
+                                }
+                            ));
+                        } else {
+                            if request.body != invocation::response_body(open) {
+                                run.problems.push(format!(
+                                    "response to invocation {open}: the body differs from what the runtime sent ({} bytes, expected {})",
+                                    request.body.len(),
+                                    invocation::BODY_BYTES
+                                ));
+                            }
+                            run.runtime_responses += 1;
+                            rt.response_at = Some(arrived);
+                        }
+                        reply(&response(
+                            "202 Accepted",
+                            Some("application/json"),
+                            &[],
+                            r#"{"status":"OK"}"#,
+                        ));
+                    }
                     (method, _) => {
                         run.problems
                             .push(format!("unexpected request {method} {path}"));
@@ -962,14 +1373,58 @@ fn run_once(
             if let Ok((stream, _)) = listener.accept() {
                 stream.set_nodelay(true).ok();
                 run.connections += 1;
+                next_conn_id += 1;
                 conns.push(Conn {
+                    id: next_conn_id,
                     stream,
                     buf: Vec::new(),
                 });
             }
         }
+        if program.runtime != Runtime::Off {
+            if fds[2].revents != 0 {
+                // It waits in its last /next until killed: exiting on its own is a problem.
+                let status = rt
+                    .child
+                    .as_mut()
+                    .and_then(|child| child.try_wait().ok().flatten());
+                run.problems.push(format!(
+                    "the runtime client exited on its own ({}; its log follows)",
+                    status.map_or("?".into(), |s| s.to_string()),
+                ));
+                rt.pidfd = None;
+                rt.exited = true;
+            }
+            if rt.spawn_wanted {
+                rt.spawn_wanted = false;
+                spawn_runtime(prepared, &mut rt, events, pinning, &mut run);
+            }
+            advance_runtime(
+                program,
+                &mut rt,
+                &mut conns,
+                events,
+                pid,
+                &mut run,
+                &mut invoke_written,
+                &mut shutdown_written,
+            );
+        }
     }
     drop(child); // reaped above
+    if let Some(mut client) = rt.child.take() {
+        let _ = client.kill();
+        let _ = client.wait();
+    }
+    if let Some((_, out, _)) = &prepared.runtime {
+        read_runtime_report(out, events, &mut run);
+        if run.runtime_invocations != events || run.runtime_responses != events {
+            run.problems.push(format!(
+                "{} invocations handed out and {} responses, expected {events}",
+                run.runtime_invocations, run.runtime_responses
+            ));
+        }
+    }
     if run.registers != 1 {
         run.problems
             .push(format!("{} registrations, expected 1", run.registers));
@@ -997,6 +1452,119 @@ fn run_once(
     run
 }
 
+/// Starts the runtime client once the extension has registered (on the extension's CPU, as the
+/// function's runtime shares the sandbox with it).
+fn spawn_runtime(
+    prepared: &Prepared,
+    rt: &mut RuntimeState,
+    events: usize,
+    pinning: Option<(usize, usize)>,
+    run: &mut Run,
+) {
+    let Some((client, out, log)) = &prepared.runtime else {
+        return;
+    };
+    let log = File::create(log).expect("runtime log file");
+    let mut command = Command::new(client);
+    command
+        .env_clear()
+        .env("PATH", PATH)
+        .env("AWS_LAMBDA_RUNTIME_API", &rt.api)
+        .env("BENCH_INVOCATIONS", events.to_string())
+        .env("BENCH_OUT", out)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("runtime log file"))
+        .stderr(log);
+    if let Some((_, extension_cpu)) = pinning {
+        pin_self(extension_cpu);
+    }
+    let spawned = command.spawn();
+    if let Some((driver_cpu, _)) = pinning {
+        pin_self(driver_cpu);
+    }
+    match spawned {
+        Ok(child) => {
+            rt.pidfd = pidfd_open(child.id());
+            rt.child = Some(child);
+        }
+        Err(error) => {
+            run.problems.push(format!(
+                "cannot start the runtime client {}: {error}",
+                client.display()
+            ));
+            rt.exited = true;
+        }
+    }
+}
+
+/// The stand-in Runtime API's next step, once the requests that arrived have been read: hand out
+/// the next invocation when the previous one is closed and the runtime (and, registered for
+/// INVOKE, the extension) is waiting for it; SHUTDOWN when the runtime is done (or gone) and the
+/// extension waits in `/event/next`.
+#[allow(clippy::too_many_arguments)]
+fn advance_runtime(
+    program: &Program,
+    rt: &mut RuntimeState,
+    conns: &mut [Conn],
+    events: usize,
+    pid: u32,
+    run: &mut Run,
+    invoke_written: &mut Option<Instant>,
+    shutdown_written: &mut Option<Instant>,
+) {
+    if shutdown_written.is_some() {
+        return;
+    }
+    let invoke = !program.shutdown_only;
+    let closed = run.runtime_invocations == run.runtime_responses && (!invoke || rt.extension_back);
+    let extension_waits = rt.pending_event.is_some();
+    if !rt.done
+        && !rt.exited
+        && closed
+        && run.runtime_invocations < events
+        && (!invoke || extension_waits)
+    {
+        let Some(next) = rt.pending_next.take() else {
+            return;
+        };
+        run.runtime_invocations += 1;
+        let i = run.runtime_invocations;
+        let deadline = epoch_ms() + 5000;
+        // The runtime first (what the client measures), then the INVOKE with the same id.
+        if let Err(problem) = write_to(conns, next, &runtime_invocation(i, deadline)) {
+            run.problems.push(format!("invocation {i}: {problem}"));
+        }
+        if invoke {
+            let event = rt.pending_event.take().expect("the extension waits");
+            run.invokes += 1;
+            rt.extension_back = false;
+            match write_to(conns, event, &invoke_event(i, deadline)) {
+                Ok(written) => *invoke_written = Some(written),
+                Err(problem) => run.problems.push(format!("INVOKE {i}: {problem}")),
+            }
+        }
+    } else if ((rt.done && closed) || rt.exited) && extension_waits {
+        run.vm_hwm_kib = vm_hwm_kib(pid);
+        run.end = resources(pid, run.runtime_responses);
+        // The runtime goes first (on Lambda it is sent SIGKILL at the end of Shutdown at the
+        // latest); the proxy's upstream /next stays open until the extension exits.
+        if let Some(mut client) = rt.child.take() {
+            let _ = client.kill();
+            let _ = client.wait();
+        }
+        rt.pidfd = None;
+        let body = format!(
+            r#"{{"eventType":"SHUTDOWN","shutdownReason":"spindown","deadlineMs":{}}}"#,
+            epoch_ms() + shutdown_ms(0)
+        );
+        let event = rt.pending_event.take().expect("the extension waits");
+        match write_to(conns, event, &response("200 OK", None, &[], &body)) {
+            Ok(written) => *shutdown_written = Some(written),
+            Err(problem) => run.problems.push(format!("SHUTDOWN: {problem}")),
+        }
+    }
+}
+
 /// How long SHUTDOWN gives (its `deadlineMs` from now): Lambda's 2 s, plus 10 ms a batch for
 /// the throughput load. The load is accepted faster than a command per batch can deliver it
 /// (the extension queues up to 8 MiB), so most of it is delivered after SHUTDOWN; with 2 s the
@@ -1004,11 +1572,6 @@ fn run_once(
 /// undelivered). The table shows how long that drain took (shut→exit).
 fn shutdown_ms(batches: usize) -> u128 {
     2000 + 10 * batches as u128
-}
-
-/// The request id of the `i`th INVOKE of a run (from 1).
-fn request_id(i: usize) -> String {
-    format!("8476a536-e9f4-11e8-9739-{i:012x}")
 }
 
 /// The listener's port, from the subscription's destination `http://sandbox.localdomain:<port>`
@@ -1335,12 +1898,14 @@ enum Kind {
     Official,
     PerEvent,
     Persistent,
+    Proxy,
 }
 
 impl Kind {
     fn of(program: &Program) -> Kind {
         match program.binary {
             _ if program.floor.is_none() => Kind::Floor,
+            _ if program.runtime != Runtime::Off => Kind::Proxy,
             Binary::Official => Kind::Official,
             _ if is_persistent(program) => Kind::Persistent,
             _ => Kind::PerEvent,
@@ -1353,6 +1918,7 @@ impl Kind {
             Kind::Official => "#e69f00",
             Kind::PerEvent => "#0072b2",
             Kind::Persistent => "#009e73",
+            Kind::Proxy => "#cc79a7",
         }
     }
 
@@ -1362,6 +1928,7 @@ impl Kind {
             Kind::Official => "official lambda-extension crate",
             Kind::PerEvent => "this extension, a process per event",
             Kind::Persistent => "this extension, persistent handler",
+            Kind::Proxy => "this extension as the runtime's Runtime API proxy",
         }
     }
 }
@@ -1382,6 +1949,8 @@ struct Bar {
     delta: Option<f64>,
     /// Persistent mode: median over rounds of product-exec/program.
     speedup: Option<f64>,
+    /// A target's verdict, shown after the ratio (`proxy-forward`).
+    note: Option<String>,
 }
 
 /// What a program runs per event, for the chart.
@@ -1393,6 +1962,23 @@ fn handler_text(program: &Program) -> String {
             .find(|(k, _)| *k == key)
             .map(|(_, v)| v.as_str())
     };
+    match (
+        program.runtime,
+        value("SHELL_EXT_REQUEST_HANDLER"),
+        value("SHELL_EXT_RESPONSE_HANDLER"),
+    ) {
+        (Runtime::Off, ..) => {}
+        (Runtime::Direct, ..) => return "runtime client straight to the Runtime API".to_owned(),
+        (Runtime::Proxy, Some(handler), _) => {
+            return format!("through the proxy, request handler {handler}")
+        }
+        (Runtime::Proxy, _, Some(handler)) => {
+            return format!("through the proxy, response handler {handler}")
+        }
+        (Runtime::Proxy, None, None) => {
+            return "through the proxy, no handler (SHELL_EXT_PROXY=on)".to_owned()
+        }
+    }
     let handler = match (value("SHELL_EXT_HANDLER"), value("BENCH_HANDLER")) {
         (Some(ACK_HANDLER), _) => "bench-ack (compiled: read a line, write ok)".to_owned(),
         (Some(BASH_HANDLER), _) => "bash: while read -r; echo ok >&3".to_owned(),
@@ -1419,6 +2005,9 @@ fn group_title(floor: &str) -> String {
         "floor" => "a process per event: /bin/true".to_owned(),
         "floor-sh" => "a process per event: sh -c 'cat >/dev/null'".to_owned(),
         "floor-nocmd" => "no process per event: a persistent handler, or no command".to_owned(),
+        RUNTIME_FLOOR => {
+            "a runtime client's next → response, direct or through the proxy".to_owned()
+        }
         other => format!("compared with {other}"),
     }
 }
@@ -1456,6 +2045,7 @@ fn chart_panel(
     title: &str,
     bars: &[&Bar],
     groups: &[&'static str],
+    axis_label: &str,
 ) -> f64 {
     let (max, step) = axis(
         bars.iter()
@@ -1519,6 +2109,9 @@ fn chart_panel(
                 if let Some(speedup) = bar.speedup {
                     text.push_str(&format!("; {speedup:.1}× faster than {PER_EVENT_PEER}"));
                 }
+                if let Some(note) = &bar.note {
+                    text.push_str(&format!("; {note}"));
+                }
                 text.push(')');
             }
             rows.push_str(&format!(
@@ -1543,27 +2136,39 @@ fn chart_panel(
         tick += step;
     }
     svg.push_str(&format!(
-        "<text x=\"{:.1}\" y=\"{:.1}\" class=\"tick\">µs per event (median; INVOKE answered → next /event/next)</text>\n",
+        "<text x=\"{:.1}\" y=\"{:.1}\" class=\"tick\">{}</text>\n",
         PLOT_LEFT + PLOT_WIDTH / 2.0,
-        y + 30.0
+        y + 30.0,
+        xml_escape(axis_label)
     ));
     svg.push_str(&rows);
     y + 40.0 - top
 }
 
 /// The whole chart: every group on one axis, then the no-process group again on its own axis
-/// (its bars are a few pixels long next to a process per event), then the legend.
+/// (its bars are a few pixels long next to a process per event), then the Runtime API proxy's
+/// programs (per invocation, another measure) on theirs, then the legend.
 fn chart_svg(bars: &[Bar], title: &str, subtitle: &[String]) -> String {
     let mut groups: Vec<&'static str> = Vec::new();
     for bar in bars {
-        if !groups.contains(&bar.group) {
+        if !groups.contains(&bar.group) && bar.group != RUNTIME_FLOOR {
             groups.push(bar.group);
         }
     }
-    let all: Vec<&Bar> = bars.iter().collect();
+    let all: Vec<&Bar> = bars.iter().filter(|b| b.group != RUNTIME_FLOOR).collect();
     let mut body = String::new();
     let mut y = 52.0 + 16.0 * subtitle.len() as f64;
-    y += chart_panel(&mut body, y, "All programs, one scale", &all, &groups);
+    let per_event = "µs per event (median; INVOKE answered → next /event/next)";
+    if !all.is_empty() {
+        y += chart_panel(
+            &mut body,
+            y,
+            "All programs, one scale",
+            &all,
+            &groups,
+            per_event,
+        );
+    }
     let nocmd: Vec<&Bar> = bars.iter().filter(|b| b.group == "floor-nocmd").collect();
     if !nocmd.is_empty() && groups.len() > 1 {
         y += 10.0;
@@ -1573,6 +2178,21 @@ fn chart_svg(bars: &[Bar], title: &str, subtitle: &[String]) -> String {
             "No process per event, on its own scale",
             &nocmd,
             &["floor-nocmd"],
+            per_event,
+        );
+    }
+    let proxy: Vec<&Bar> = bars.iter().filter(|b| b.group == RUNTIME_FLOOR).collect();
+    if !proxy.is_empty() {
+        if !all.is_empty() {
+            y += 10.0;
+        }
+        y += chart_panel(
+            &mut body,
+            y,
+            "Runtime API proxy, per invocation, on its own scale",
+            &proxy,
+            &[RUNTIME_FLOOR],
+            "µs per invocation (median; the runtime client's GET next written → 202 to its response read)",
         );
     }
     // Legend: a swatch per kind of bar drawn, then the floor's mark; wrapped to the width.
@@ -1581,6 +2201,7 @@ fn chart_svg(bars: &[Bar], title: &str, subtitle: &[String]) -> String {
         Kind::Official,
         Kind::PerEvent,
         Kind::Persistent,
+        Kind::Proxy,
     ]
     .into_iter()
     .filter(|kind| bars.iter().any(|b| b.kind == *kind))
@@ -1871,6 +2492,13 @@ fn main() {
             path: target,
             env,
             log: logs.join(format!("{}.log", program.name)),
+            runtime: (program.runtime != Runtime::Off).then(|| {
+                (
+                    options.runtime.clone(),
+                    logs.join(format!("{}.runtime-report", program.name)),
+                    logs.join(format!("{}.runtime.log", program.name)),
+                )
+            }),
         });
     }
 
@@ -1912,6 +2540,12 @@ fn main() {
                 let tail: Vec<&str> = log.lines().rev().take(10).collect();
                 for line in tail.into_iter().rev() {
                     eprintln!("  {} log: {line}", p.program.name);
+                }
+                if let Some((_, _, runtime_log)) = &p.runtime {
+                    let log = fs::read_to_string(runtime_log).unwrap_or_default();
+                    for line in log.lines().take(10) {
+                        eprintln!("  {} runtime client: {line}", p.program.name);
+                    }
                 }
             }
             results[index].push(run);
@@ -2049,8 +2683,15 @@ fn main() {
                 "telemetry_batches_delivered": r.telemetry_delivered,
                 "resources_early": r.early.map(resources_json),
                 "resources_end": r.end.map(resources_json),
+                "runtime_invocations": r.runtime_invocations,
+                "runtime_responses": r.runtime_responses,
+                "runtime_next_requests": r.runtime_nexts,
+                "runtime_connections": r.runtime_connections,
+                "per_invocation_us_median": median(&r.invocation_us),
+                "after_response_us_median": median(&r.post_response_us),
                 "problems": r.problems,
                 "per_event_us": r.per_event_us.iter().map(|v| (v * 10.0).round() / 10.0).collect::<Vec<_>>(),
+                "per_invocation_us": r.invocation_us.iter().map(|v| (v * 10.0).round() / 10.0).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
         }));
     }
@@ -2405,6 +3046,111 @@ fn main() {
         println!("(exec µs: {PER_EVENT_PEER}, a /bin/true process per event) in the same round.");
     }
 
+    // The Runtime API proxy: each proxy program against runtime-direct (the runtime client
+    // straight to the stand-in), per invocation as the client measured it, paired per round.
+    let invocation_median = |r: &Run| median(&r.invocation_us);
+    let invocation_samples = |index: usize| {
+        median(
+            &results[index]
+                .iter()
+                .flat_map(|r| r.invocation_us.iter().copied())
+                .collect::<Vec<_>>(),
+        )
+    };
+    let mut proxy_rows = Vec::new();
+    let mut json_proxy = Vec::new();
+    for (index, p) in prepared.iter().enumerate() {
+        if p.program.runtime == Runtime::Off {
+            continue;
+        }
+        let runs = &results[index];
+        let samples: Vec<f64> = runs
+            .iter()
+            .flat_map(|r| r.invocation_us.iter().copied())
+            .collect();
+        let floor = p.program.floor.and_then(index_of);
+        let (delta, ratio) =
+            floor.map_or((None, None), |f| per_round(index, f, &invocation_median));
+        let round_deltas: Vec<Option<f64>> = (0..options.rounds)
+            .map(|r| {
+                let f = floor?;
+                Some(invocation_median(&runs[r])? - invocation_median(&results[f][r])?)
+            })
+            .collect();
+        let target = p.program.name == PROXY_TARGET_PROGRAM;
+        let met = if target {
+            delta.map(|d| d <= PROXY_TARGET_US)
+        } else {
+            None
+        };
+        let post: Vec<f64> = runs
+            .iter()
+            .flat_map(|r| r.post_response_us.iter().copied())
+            .collect();
+        let connections = runs.iter().filter_map(|r| r.runtime_connections).max();
+        proxy_rows.push(vec![
+            p.program.name.to_owned(),
+            fmt_opt(median(&samples), 1.0, 1),
+            fmt_opt(percentile(&samples, 0.90), 1.0, 1),
+            fmt_opt(percentile(&samples, 0.99), 1.0, 1),
+            fmt_opt(floor.and_then(invocation_samples), 1.0, 1),
+            delta.map_or("-".into(), |d| format!("{d:+.1}")),
+            fmt_opt(ratio, 1.0, 2),
+            match met {
+                Some(true) => "yes".into(),
+                Some(false) => "NO".into(),
+                None => "-".into(),
+            },
+            fmt_opt(median(&post), 1.0, 0),
+            connections.map_or("-".into(), |c| c.to_string()),
+        ]);
+        json_proxy.push(json!({
+            "program": p.program.name,
+            "floor": p.program.floor,
+            "per_invocation_us_median": median(&samples),
+            "per_invocation_us_p90": percentile(&samples, 0.90),
+            "per_invocation_us_p99": percentile(&samples, 0.99),
+            "floor_per_invocation_us_median": floor.and_then(invocation_samples),
+            "per_invocation_delta_vs_floor_us": delta,
+            "per_invocation_ratio_vs_floor": ratio,
+            "per_invocation_delta_per_round_us": round_deltas,
+            "target_us": target.then_some(PROXY_TARGET_US),
+            "target_met": met,
+            "after_response_us_median": median(&post),
+            "runtime_connections_max": connections,
+        }));
+    }
+    if !proxy_rows.is_empty() {
+        println!();
+        println!(
+            "Runtime API proxy, per invocation (target: {PROXY_TARGET_PROGRAM} ≤ {RUNTIME_FLOOR} + {PROXY_TARGET_US:.0} µs, median, paired per round)"
+        );
+        println!();
+        let header = [
+            "program",
+            "invocation µs",
+            "p90",
+            "p99",
+            "direct µs",
+            "Δ µs",
+            "×direct",
+            "≤ +100 µs",
+            "after response µs",
+            "conns",
+        ];
+        for line in table_lines(&header, &proxy_rows, 1) {
+            println!("{line}");
+        }
+        println!();
+        println!("invocation = as bench-runtime sees it: GET /2018-06-01/runtime/invocation/next written → the 202 of");
+        println!("its POST …/response read ({} B payload, {} B response); medians/p90/p99 over all samples;", invocation::BODY_BYTES, invocation::BODY_BYTES);
+        println!("direct µs = {RUNTIME_FLOOR} (the client straight to the stand-in Runtime API); Δ, ×direct = median over");
+        println!("rounds of (program − {RUNTIME_FLOOR}) and program/{RUNTIME_FLOOR} of the per-round medians. after response =");
+        println!("the driver read the response → the extension's next /event/next (registered for INVOKE: the response");
+        println!("handler runs in between; the next invocation waits for it, so it is in the next one's figure).");
+        println!("conns = TCP connections the client opened in a run (max over rounds; 1: keep-alive held).");
+    }
+
     // What the extension holds after early_after(events) events and just before SHUTDOWN.
     let mut resource_rows = Vec::new();
     let mut json_resources = Vec::new();
@@ -2482,7 +3228,10 @@ fn main() {
             println!("{line}");
         }
         println!();
-        println!("early at / end at = INVOKEs acknowledged at the sample (10 % of the events, at most 1000; then all);");
+        println!("early at / end at = INVOKEs acknowledged at the sample (10 % of the events, at most 1000; then all;");
+        println!(
+            "the proxy's programs: invocations answered, the runtime waiting in its next /next);"
+        );
         println!("fds = entries of /proc/<pid>/fd; threads, VmRSS from /proc/<pid>/status; children = its child");
         println!("processes (a persistent handler is one), zombies = those in state Z; Δfds max = the largest");
         println!("end − early over rounds.");
@@ -2500,24 +3249,52 @@ fn main() {
     // A process per event first, the no-process group (persistent mode) last, next to its zoom.
     groups.sort_by_key(|group| *group == "floor-nocmd");
     for group in &groups {
+        // The proxy's programs: per invocation, as the runtime client measured it.
+        let proxy = *group == RUNTIME_FLOOR;
         let members = prepared.iter().enumerate().filter(|(_, p)| {
-            !p.program.shutdown_only && p.program.floor.unwrap_or(p.program.name) == *group
+            (proxy || !p.program.shutdown_only)
+                && p.program.floor.unwrap_or(p.program.name) == *group
         });
         let mut members: Vec<_> = members.collect();
         members.sort_by_key(|(_, p)| p.program.floor.is_some());
         for (index, p) in members {
-            let Some(value) = all_samples(index) else {
+            let samples = if proxy {
+                invocation_samples(index)
+            } else {
+                all_samples(index)
+            };
+            let Some(value) = samples else {
                 continue;
             };
             let floor = p.program.floor.and_then(index_of);
-            let (delta, ratio) = floor.map_or((None, None), |f| per_round(index, f, &event_median));
+            let measure: &dyn Fn(&Run) -> Option<f64> = if proxy {
+                &invocation_median
+            } else {
+                &event_median
+            };
+            let (delta, ratio) = floor.map_or((None, None), |f| per_round(index, f, measure));
+            let note = (p.program.name == PROXY_TARGET_PROGRAM).then(|| {
+                format!(
+                    "target ≤ +{PROXY_TARGET_US:.0} µs {}",
+                    match delta {
+                        Some(d) if d <= PROXY_TARGET_US => "met",
+                        Some(_) => "NOT met",
+                        None => "-",
+                    }
+                )
+            });
             bars.push(Bar {
+                note,
                 group,
                 name: p.program.name,
                 detail: handler_text(p.program),
                 kind: Kind::of(p.program),
                 value,
-                floor: floor.and_then(all_samples),
+                floor: floor.and_then(if proxy {
+                    &invocation_samples as &dyn Fn(usize) -> Option<f64>
+                } else {
+                    &all_samples
+                }),
                 ratio,
                 delta,
                 speedup: match (is_persistent(p.program), peer) {
@@ -2592,6 +3369,20 @@ fn main() {
             "definitions": {
                 "ratio": "median over rounds of program/floor-nocmd per-event medians in the same round (target ≤ 2)",
                 "speedup": "median over rounds of product-exec/program per-event medians in the same round (target ≥ 8)",
+            },
+        },
+        "proxy": {
+            "floor": RUNTIME_FLOOR,
+            "target_program": PROXY_TARGET_PROGRAM,
+            "target_us": PROXY_TARGET_US,
+            "payload_bytes": invocation::BODY_BYTES,
+            "response_bytes": invocation::BODY_BYTES,
+            "programs": json_proxy,
+            "definitions": {
+                "per_invocation": "as the runtime client (bench-runtime, blocking, keep-alive) sees it: GET /2018-06-01/runtime/invocation/next written to the 202 of its POST /2018-06-01/runtime/invocation/{id}/response read",
+                "delta": "median over rounds of (program - runtime-direct) per-invocation medians in the same round",
+                "after_response": "the driver read the function's response to the extension's next /event/next read (registered for INVOKE only)",
+                "handing_out": "the next invocation is answered once the previous one is closed: its response read and, registered for INVOKE, the extension back in /event/next",
             },
         },
         "resources": {

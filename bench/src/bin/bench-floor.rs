@@ -6,6 +6,8 @@
 //! separated by ASCII unit separators `\x1f`, or by whitespace when there is none; unset or empty:
 //! spawn nothing, the "no-command floor"). Registers as the basename of argv[0], runs the handler
 //! (stdin /dev/null) for every event including SHUTDOWN, exits 0 after SHUTDOWN, 1 on any failure.
+//! `BENCH_EVENTS=SHUTDOWN`: registers for SHUTDOWN only (the idle extension next to the runtime
+//! client of `runtime-direct`).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -20,7 +22,11 @@ fn main() {
     stream.set_nodelay(true).ok();
     let mut buf = Vec::with_capacity(4096);
 
-    let body = r#"{"events":["INVOKE","SHUTDOWN"]}"#;
+    let body = if std::env::var("BENCH_EVENTS").is_ok_and(|events| events == "SHUTDOWN") {
+        r#"{"events":["SHUTDOWN"]}"#
+    } else {
+        r#"{"events":["INVOKE","SHUTDOWN"]}"#
+    };
     let request = format!(
         "POST /2020-01-01/extension/register HTTP/1.1\r\nHost: {api}\r\n\
          Lambda-Extension-Name: {name}\r\nContent-Type: application/json\r\n\
