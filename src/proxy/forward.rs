@@ -101,7 +101,14 @@ pub fn send(
             .or_else(|_| execute(agent, builder(base, incoming), SendBody::none())),
     }?;
     let (parts, body) = response.into_parts();
-    let mut bytes = Vec::new();
+    // Sized from Content-Length (bounded), so a payload is read without regrowing the buffer.
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok())
+        .unwrap_or(0)
+        .min(MAX_ANSWER_BYTES);
+    let mut bytes = Vec::with_capacity(declared as usize + 1);
     body.into_with_config()
         .limit(MAX_ANSWER_BYTES)
         .reader()
