@@ -2,11 +2,14 @@
 #![allow(dead_code)]
 
 pub mod process;
+pub mod runtime;
 pub mod server;
 pub mod telemetry;
 
 #[allow(unused_imports)]
 pub use process::*;
+#[allow(unused_imports)]
+pub use runtime::*;
 #[allow(unused_imports)]
 pub use server::*;
 #[allow(unused_imports)]

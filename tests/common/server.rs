@@ -144,6 +144,23 @@ struct State {
 
 type Hook = Arc<dyn Fn(&Request) + Send + Sync>;
 
+/// What a route hook (`FakeApi::route`) answers instead of the fake Extensions API.
+#[derive(Clone, Debug)]
+pub enum Routed {
+    /// This status, these headers and this body (`Date` and `Content-Length` are added).
+    Respond {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    },
+    /// Close the connection without answering.
+    Drop,
+    /// Write these bytes as they are, then close the connection (a broken answer).
+    Raw(Vec<u8>),
+}
+
+type RouteHook = Arc<dyn Fn(&Request) -> Option<Routed> + Send + Sync>;
+
 struct Inner {
     state: Mutex<State>,
     cond: Condvar,
@@ -153,6 +170,8 @@ struct Inner {
     /// SnapStart restore.
     close_idle: AtomicBool,
     hook: Mutex<Option<Hook>>,
+    /// Answers the requests it claims (returns `Some`) instead of the fake API.
+    route: Mutex<Option<RouteHook>>,
     prefix: String,
 }
 
@@ -193,6 +212,7 @@ impl FakeApi {
             stopped: AtomicBool::new(false),
             close_idle: AtomicBool::new(false),
             hook: Mutex::new(None),
+            route: Mutex::new(None),
             prefix: prefix.to_string(),
         });
         let accept_inner = inner.clone();
@@ -301,6 +321,14 @@ impl FakeApi {
     /// it is recorded (visible to `wait_*`) and answered.
     pub fn on_request(&self, hook: impl Fn(&Request) + Send + Sync + 'static) {
         *self.inner.hook.lock().unwrap() = Some(Arc::new(hook));
+    }
+
+    /// Let `hook` answer requests instead of the fake API: it runs (on the connection thread,
+    /// after the request was recorded) for every request, and answers those it returns `Some`
+    /// for; it may block (a long poll). Serves another API on the same port, e.g. the Runtime
+    /// API, which Lambda serves at the same `AWS_LAMBDA_RUNTIME_API` (tests/common/runtime.rs).
+    pub fn route(&self, hook: impl Fn(&Request) -> Option<Routed> + Send + Sync + 'static) {
+        *self.inner.route.lock().unwrap() = Some(Arc::new(hook));
     }
 
     /// Snapshot of every request so far.
@@ -498,6 +526,8 @@ impl Response {
 enum Outcome {
     Respond(Response),
     Drop,
+    /// Raw bytes, then the connection is closed.
+    Raw(Vec<u8>),
 }
 
 fn reason(status: u16) -> &'static str {
@@ -551,6 +581,12 @@ fn serve_connection(inner: Arc<Inner>, stream: TcpStream) {
         }
         match handle(&inner, &req) {
             Outcome::Drop => {
+                let _ = writer.shutdown(Shutdown::Both);
+                return;
+            }
+            Outcome::Raw(bytes) => {
+                let _ = writer.write_all(&bytes);
+                let _ = writer.flush();
                 let _ = writer.shutdown(Shutdown::Both);
                 return;
             }
@@ -702,6 +738,22 @@ fn take_fault(inner: &Inner, ep: Endpoint) -> Option<Fault> {
 }
 
 fn handle(inner: &Inner, req: &Request) -> Outcome {
+    let route = inner.route.lock().unwrap().clone();
+    if let Some(routed) = route.and_then(|route| route(req)) {
+        return match routed {
+            Routed::Respond {
+                status,
+                headers,
+                body,
+            } => Outcome::Respond(Response {
+                status,
+                headers,
+                body,
+            }),
+            Routed::Drop => Outcome::Drop,
+            Routed::Raw(bytes) => Outcome::Raw(bytes),
+        };
+    }
     if let Some(fault) = take_fault(inner, req.endpoint) {
         match fault {
             Fault::Status(code, body) => return Outcome::Respond(Response::json(code, body)),
