@@ -36,6 +36,7 @@ pub fn check(options: &Options) -> Exit {
             println!("  handler: {}", describe(handler));
             println!("  mode: {}", config.mode);
         }
+        None if config.proxy.is_some() => println!("  handler: none (proxy only)"),
         None => println!("  handler: none (telemetry only)"),
     }
     match &config.init {
