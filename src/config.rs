@@ -491,31 +491,21 @@ impl Config {
         let mut problems = Problems::default();
         let telemetry_line = options.telemetry.as_deref().and_then(CommandLine::parse);
         let has_telemetry = telemetry_line.is_some();
-        let request_handler = options
+        let request_line = options
             .request_handler
             .as_deref()
-            .and_then(CommandLine::parse)
-            .map(check(REQUEST_HANDLER_ENV))
-            .transpose();
-        let request_handler = problems.keep(request_handler);
-        let response_handler = options
+            .and_then(CommandLine::parse);
+        let response_line = options
             .response_handler
             .as_deref()
-            .and_then(CommandLine::parse)
-            .map(check(RESPONSE_HANDLER_ENV))
-            .transpose();
-        let response_handler = problems.keep(response_handler);
-        let has_response_handler = options
-            .response_handler
-            .as_deref()
-            .is_some_and(|line| CommandLine::parse(line).is_some());
+            .and_then(CommandLine::parse);
+        let has_response_handler = response_line.is_some();
         let proxy_switch = problems.keep(parse_proxy_switch(options.proxy.as_deref()));
-        let proxy_on = proxy_switch == Some(true)
-            || has_response_handler
-            || options
-                .request_handler
-                .as_deref()
-                .is_some_and(|line| CommandLine::parse(line).is_some());
+        let proxy_on = proxy_switch == Some(true) || request_line.is_some() || has_response_handler;
+        let request_handler =
+            problems.keep(request_line.map(check(REQUEST_HANDLER_ENV)).transpose());
+        let response_handler =
+            problems.keep(response_line.map(check(RESPONSE_HANDLER_ENV)).transpose());
         let proxy_port = problems.keep(parse_proxy_port(options.proxy_port.as_deref()));
         let on_request_failure = problems.keep(parse_on_request_failure(
             options.on_request_failure.as_deref(),

@@ -125,6 +125,12 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     (year, month, day)
 }
 
+/// A message as one log line: CloudWatch would split a multi-line stderr tail into separate
+/// events that look like more output of the command.
+pub fn one_line(message: &str) -> String {
+    message.trim_end().replace('\n', "\\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -634,6 +634,12 @@ fn streamed_response_with_trailers_is_cut_off_with_a_502() {
         .unwrap_or_else(|e| panic!("no answer to a chunked body with trailers: {e}"));
     assert_eq!(answer.status, 502, "{answer:?}");
     assert_eq!(answer.json()["errorType"], "Extension.ProxyUpstreamError");
+    // The message blames the runtime's body, not Lambda.
+    assert!(
+        answer.text().contains("runtime's body"),
+        "{}",
+        answer.text()
+    );
     // Upstream never got a complete response for it.
     std::thread::sleep(std::time::Duration::from_millis(200));
     assert!(

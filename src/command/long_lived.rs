@@ -550,7 +550,7 @@ impl Running {
     /// One `poll` looks at both.
     fn has_ended_since_last_line(&mut self) -> bool {
         let Some(pidfd) = &self.exit_watch else {
-            self.read_unasked();
+            self.read_acks(Until::Drained);
             return spawn::has_exited(self.pid).unwrap_or(false);
         };
         let mut fds = [
@@ -569,15 +569,20 @@ impl Running {
             return false;
         }
         if fds[1].revents != 0 {
-            self.read_unasked();
+            self.read_acks(Until::Drained);
         }
         fds[0].revents != 0
     }
 
-    /// Reads what fd 3 holds now, without waiting (bounded: a flood is a protocol error anyway).
-    fn read_unasked(&mut self) {
+    /// Reads what fd 3 holds now, without waiting, into `pending_ack`: until it would block,
+    /// reaches end of file, holds more than an answer can be (a protocol error anyway) or, with
+    /// `Until::Line`, holds a whole line.
+    fn read_acks(&mut self, until: Until) {
         let mut chunk = [0u8; 512];
         while self.acks_open && self.pending_ack.len() <= MAX_ACK_BYTES {
+            if until == Until::Line && self.pending_ack.contains(&b'\n') {
+                return;
+            }
             match self.acks.read(&mut chunk) {
                 Ok(0) => self.acks_open = false,
                 Ok(read) => self.pending_ack.extend_from_slice(&chunk[..read]),
@@ -643,28 +648,29 @@ impl Running {
 
     /// Reads what fd 3 holds; `Some` once it holds a whole line (or has broken the protocol).
     fn read_answer(&mut self) -> Option<Result<Ack, AckProblem>> {
-        let mut chunk = [0u8; 512];
-        loop {
-            if let Some(end) = self.pending_ack.iter().position(|&byte| byte == b'\n') {
-                let answer = parse_ack(&self.pending_ack[..end]).map_err(AckProblem::Garbage);
-                self.pending_ack.drain(..=end);
-                return Some(answer);
-            }
-            if self.pending_ack.len() > MAX_ACK_BYTES {
-                return Some(Err(AckProblem::TooLong));
-            }
-            if !self.acks_open {
-                return Some(Err(AckProblem::Closed));
-            }
-            match self.acks.read(&mut chunk) {
-                Ok(0) => self.acks_open = false,
-                Ok(read) => self.pending_ack.extend_from_slice(&chunk[..read]),
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return None,
-                Err(_) => self.acks_open = false,
-            }
+        self.read_acks(Until::Line);
+        if let Some(end) = self.pending_ack.iter().position(|&byte| byte == b'\n') {
+            let answer = parse_ack(&self.pending_ack[..end]).map_err(AckProblem::Garbage);
+            self.pending_ack.drain(..=end);
+            return Some(answer);
         }
+        if self.pending_ack.len() > MAX_ACK_BYTES {
+            return Some(Err(AckProblem::TooLong));
+        }
+        if !self.acks_open {
+            return Some(Err(AckProblem::Closed));
+        }
+        None
     }
+}
+
+/// How far [`Running::read_acks`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Until {
+    /// Up to the first whole line (an answer being waited for).
+    Line,
+    /// Everything there is (between lines, where anything is an answer to nothing).
+    Drained,
 }
 
 #[cfg(test)]

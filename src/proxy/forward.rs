@@ -189,9 +189,10 @@ impl ErrorBody<'_> {
     }
 }
 
-/// 502 to the runtime: upstream could not be reached, or broke off its answer.
-pub fn bad_gateway(request: Request, failure: &UpstreamFailed) {
-    let message = format!("lambda-shell-extension proxy: upstream {}", failure.0);
+/// 502 to the runtime: upstream could not be reached or broke off its answer, or the
+/// runtime's own body could not be read (`problem` says which).
+pub fn bad_gateway(request: Request, problem: &str) {
+    let message = format!("lambda-shell-extension proxy: {problem}");
     let body = ErrorBody {
         message: &message,
         error_type: "Extension.ProxyUpstreamError",
@@ -213,11 +214,15 @@ pub struct Tee<'a> {
     pub limit: usize,
     /// More than `limit` bytes went through.
     pub truncated: bool,
+    /// Reading the runtime's body failed (so the upload upstream was cut off): why.
+    pub failed: Option<String>,
 }
 
 impl Read for Tee<'_> {
     fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
-        let read = self.inner.read(buffer)?;
+        let read = self.inner.read(buffer).inspect_err(|error| {
+            self.failed = Some(error.to_string());
+        })?;
         let room = self.limit.saturating_sub(self.kept.len());
         self.kept.extend_from_slice(&buffer[..read.min(room)]);
         if read > room {

@@ -25,6 +25,7 @@ use crate::command::{
     CommandFailure, CommandLine, Executor, Input, Leftovers, Margin, Slot, MANAGED_ENV,
 };
 use crate::config::{OnRequestFailure, ProxyConfig, PROXY_PORT_ENV};
+use crate::logging::one_line;
 use forward::{answer, bad_gateway, send, ErrorBody, Incoming, Tee};
 
 const RUNTIME: &str = "/2018-06-01/runtime";
@@ -37,16 +38,14 @@ const REQUEST_HINT: &str = "the request handler runs inside the invocation's tim
 const RESPONSE_HINT: &str = "the response handler runs inside the invocation's time: make it \
      faster, or raise the function timeout";
 
-/// The variables the proxy sets for its handlers (never inherited).
-const PROXY_ENV: [&str; 8] = [
+/// The variables the proxy sets for its handlers besides [`MANAGED_ENV`] (never inherited).
+const PROXY_ENV: [&str; 6] = [
     "LAMBDA_CLIENT_CONTEXT",
     "LAMBDA_COGNITO_IDENTITY",
     "LAMBDA_TENANT_ID",
     "LAMBDA_RESPONSE_STATUS",
     "LAMBDA_ERROR_TYPE",
     "LAMBDA_RESPONSE_TRUNCATED",
-    "LAMBDA_EVENT_TYPE",
-    "LAMBDA_REQUEST_ID",
 ];
 
 /// The runtime's headers an invocation's request handler gets as variables.
@@ -361,7 +360,7 @@ fn serve(mut request: Request, shared: &Shared) {
                         "proxy: {} {}: upstream {}",
                         incoming.method, incoming.path, failure.0
                     );
-                    bad_gateway(request, &failure)
+                    bad_gateway(request, &format!("upstream {}", failure.0))
                 }
             }
         }
@@ -375,7 +374,7 @@ fn next(request: Request, incoming: &Incoming, shared: &Shared) {
             Ok(invocation) => invocation,
             Err(failure) => {
                 warn!("proxy: /invocation/next: upstream {}", failure.0);
-                return bad_gateway(request, &failure);
+                return bad_gateway(request, &format!("upstream {}", failure.0));
             }
         };
         let id = invocation
@@ -501,14 +500,24 @@ fn respond(mut request: Request, incoming: &Incoming, shared: &Shared, id: &str,
         kept: Vec::new(),
         limit,
         truncated: false,
+        failed: None,
     };
     let sent = send(&shared.agent, &shared.upstream, incoming, Some(&mut tee));
     let (kept, truncated) = (tee.kept, tee.truncated);
-    match sent {
-        Ok(upstream) => answer(request, upstream),
-        Err(failure) => {
+    match (sent, tee.failed) {
+        (Ok(upstream), _) => answer(request, upstream),
+        // The runtime's side broke (tiny_http's chunked decoder refuses trailers, for one).
+        (Err(_), Some(problem)) => {
+            let problem = format!(
+                "the runtime's body could not be read ({problem}), so its upload to Lambda \
+                 was cut off; a streamed response with HTTP trailers is not supported"
+            );
+            warn!("proxy: {}: {problem}", incoming.path);
+            bad_gateway(request, &problem);
+        }
+        (Err(failure), None) => {
             warn!("proxy: {}: upstream {}", incoming.path, failure.0);
-            bad_gateway(request, &failure);
+            bad_gateway(request, &format!("upstream {}", failure.0));
         }
     }
     if let Some(handler) = &shared.response_handler {
@@ -566,10 +575,6 @@ impl Shared {
             .remove(id)
             .unwrap_or(0)
     }
-}
-
-fn one_line(message: &str) -> String {
-    message.trim_end().replace('\n', "\\n")
 }
 
 #[cfg(test)]

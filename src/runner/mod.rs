@@ -20,6 +20,7 @@ use crate::command::{
     MANAGED_ENV,
 };
 use crate::config::{Config, Initialization, Mode, OnError, Options, ON_ERROR_ENV};
+use crate::logging::one_line;
 use crate::proxy::Proxy;
 use summary::{Millis, Summary};
 use telemetry::{SetupFailed, Telemetry};
@@ -429,12 +430,6 @@ fn report(client: &InvocationClient, phase: Phase, error_type: ErrorType, messag
         error!("could not report {error_type} to Lambda: {report_error}");
     }
     Exit::Failure
-}
-
-/// A message as one log line: CloudWatch would split a multi-line stderr tail into separate
-/// events that look like more output of the command.
-fn one_line(message: &str) -> String {
-    message.trim_end().replace('\n', "\\n")
 }
 
 /// Calls `call` again after each delay while it gets no HTTP response at all.
