@@ -103,6 +103,10 @@ pub enum Fault {
     Drop,
     /// Wait this long, then answer normally.
     Delay(Duration),
+    /// Answer normally, but only the head and half of the body, then close the connection.
+    CloseMidResponse,
+    /// Answer normally, one byte at a time with this pause between bytes (connection kept).
+    Trickle(Duration),
 }
 
 #[derive(Debug)]
@@ -157,6 +161,10 @@ pub enum Routed {
     Drop,
     /// Write these bytes as they are, then close the connection (a broken answer).
     Raw(Vec<u8>),
+    /// Wait this long, then answer with the inner reply.
+    Delay(Duration, Box<Routed>),
+    /// The inner reply (a `Respond`), one byte at a time with this pause between bytes.
+    Trickle(Duration, Box<Routed>),
 }
 
 type RouteHook = Arc<dyn Fn(&Request) -> Option<Routed> + Send + Sync>;
@@ -528,6 +536,10 @@ enum Outcome {
     Drop,
     /// Raw bytes, then the connection is closed.
     Raw(Vec<u8>),
+    /// The head and half of the body, then the connection is closed.
+    Cut(Response),
+    /// The whole response, one byte at a time with this pause between bytes.
+    Trickle(Response, Duration),
 }
 
 fn reason(status: u16) -> &'static str {
@@ -590,6 +602,25 @@ fn serve_connection(inner: Arc<Inner>, stream: TcpStream) {
                 let _ = writer.shutdown(Shutdown::Both);
                 return;
             }
+            Outcome::Cut(resp) => {
+                let bytes = response_bytes(&resp, close);
+                let _ = writer.write_all(&bytes[..bytes.len() - resp.body.len() / 2 - 1]);
+                let _ = writer.flush();
+                let _ = writer.shutdown(Shutdown::Both);
+                return;
+            }
+            Outcome::Trickle(resp, gap) => {
+                for byte in response_bytes(&resp, close) {
+                    if writer.write_all(&[byte]).is_err() {
+                        return;
+                    }
+                    thread::sleep(gap);
+                }
+                if close || inner.close_idle.load(Ordering::SeqCst) {
+                    let _ = writer.shutdown(Shutdown::Both);
+                    return;
+                }
+            }
             Outcome::Respond(resp) => {
                 let close_idle = inner.close_idle.load(Ordering::SeqCst);
                 if write_response(&mut writer, &resp, close).is_err() || close || close_idle {
@@ -602,6 +633,11 @@ fn serve_connection(inner: Arc<Inner>, stream: TcpStream) {
 }
 
 fn write_response(w: &mut TcpStream, resp: &Response, close: bool) -> std::io::Result<()> {
+    w.write_all(&response_bytes(resp, close))?;
+    w.flush()
+}
+
+fn response_bytes(resp: &Response, close: bool) -> Vec<u8> {
     let mut head = format!("HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status));
     for (k, v) in &resp.headers {
         head.push_str(&format!("{k}: {v}\r\n"));
@@ -614,8 +650,7 @@ fn write_response(w: &mut TcpStream, resp: &Response, close: bool) -> std::io::R
     head.push_str("\r\n");
     let mut all = head.into_bytes();
     all.extend_from_slice(&resp.body);
-    w.write_all(&all)?;
-    w.flush()
+    all
 }
 
 fn read_line(r: &mut BufReader<TcpStream>) -> Result<Option<String>, String> {
@@ -723,10 +758,19 @@ fn classify(method: &str, path: &str, prefix: &str) -> Endpoint {
     }
 }
 
-fn take_fault(inner: &Inner, ep: Endpoint) -> Option<Fault> {
+/// Whether a fault reshapes the normal answer (taken once that answer is ready: for
+/// `/event/next`, when an event is served) rather than replacing it (taken on arrival).
+fn reshapes(fault: &Fault) -> bool {
+    matches!(fault, Fault::CloseMidResponse | Fault::Trickle(_))
+}
+
+/// Takes (counts) the first fault rule of `ep` if it is of the kind asked for (`reshape`).
+fn take_fault(inner: &Inner, ep: Endpoint, reshape: bool) -> Option<Fault> {
     let mut st = inner.lock();
     let rules = st.faults.get_mut(&ep)?;
-    let rule = rules.front_mut()?;
+    let rule = rules
+        .front_mut()
+        .filter(|rule| reshapes(&rule.fault) == reshape)?;
     let fault = rule.fault.clone();
     if let Some(n) = rule.remaining.as_mut() {
         *n -= 1;
@@ -740,21 +784,45 @@ fn take_fault(inner: &Inner, ep: Endpoint) -> Option<Fault> {
 fn handle(inner: &Inner, req: &Request) -> Outcome {
     let route = inner.route.lock().unwrap().clone();
     if let Some(routed) = route.and_then(|route| route(req)) {
-        return match routed {
-            Routed::Respond {
-                status,
-                headers,
-                body,
-            } => Outcome::Respond(Response {
-                status,
-                headers,
-                body,
-            }),
-            Routed::Drop => Outcome::Drop,
-            Routed::Raw(bytes) => Outcome::Raw(bytes),
-        };
+        return routed_outcome(routed);
     }
-    if let Some(fault) = take_fault(inner, req.endpoint) {
+    match answer(inner, req) {
+        Outcome::Respond(resp) => match take_fault(inner, req.endpoint, true) {
+            Some(Fault::CloseMidResponse) => Outcome::Cut(resp),
+            Some(Fault::Trickle(gap)) => Outcome::Trickle(resp, gap),
+            _ => Outcome::Respond(resp),
+        },
+        outcome => outcome,
+    }
+}
+
+fn routed_outcome(routed: Routed) -> Outcome {
+    match routed {
+        Routed::Respond {
+            status,
+            headers,
+            body,
+        } => Outcome::Respond(Response {
+            status,
+            headers,
+            body,
+        }),
+        Routed::Drop => Outcome::Drop,
+        Routed::Raw(bytes) => Outcome::Raw(bytes),
+        Routed::Delay(pause, reply) => {
+            thread::sleep(pause);
+            routed_outcome(*reply)
+        }
+        Routed::Trickle(gap, reply) => match routed_outcome(*reply) {
+            Outcome::Respond(resp) => Outcome::Trickle(resp, gap),
+            other => other,
+        },
+    }
+}
+
+/// The answer to `req`: a fault's, or the fake API's.
+fn answer(inner: &Inner, req: &Request) -> Outcome {
+    if let Some(fault) = take_fault(inner, req.endpoint, false) {
         match fault {
             Fault::Status(code, body) => return Outcome::Respond(Response::json(code, body)),
             Fault::Drop => return Outcome::Drop,
@@ -767,6 +835,7 @@ fn handle(inner: &Inner, req: &Request) -> Outcome {
                 return Outcome::Respond(resp);
             }
             Fault::Delay(d) => thread::sleep(d),
+            Fault::CloseMidResponse | Fault::Trickle(_) => {}
         }
     }
     Outcome::Respond(match req.endpoint {
