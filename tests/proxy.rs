@@ -1225,3 +1225,42 @@ fn invalid_proxy_settings_are_config_invalid() {
         run.join().unwrap();
     }
 }
+
+/// A request target that is not a path (`@host:port/x`, an absolute URL, `*`) would make the
+/// upstream URL `http://<api>@host:port/x`: the proxy must refuse it (400) and connect nowhere.
+#[test]
+fn request_target_that_is_not_a_path_is_refused_and_goes_nowhere() {
+    let sb = Sandbox::new();
+    let rt = RuntimeApi::start();
+    let port = free_port();
+    let (mut ext, mut runtime) = start(
+        proxied(&sb, &rt, port).env("SHELL_EXT_PROXY", "on"),
+        &rt,
+        port,
+    );
+
+    // Where such a target would lead: a listener that records whether anything connected.
+    let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    elsewhere.set_nonblocking(true).unwrap();
+    let there = elsewhere.local_addr().unwrap();
+    for target in [
+        format!("@{there}/2018-06-01/runtime/invocation/next"),
+        format!("http://{there}/2018-06-01/runtime/invocation/next"),
+        "*".to_string(),
+    ] {
+        let got = runtime.send("GET", &target, &[], Body::None).unwrap();
+        assert_eq!(got.status, 400, "{target}: {got:?}");
+        assert!(
+            got.text().contains("not a path"),
+            "{target}: the answer names the problem: {got:?}"
+        );
+        runtime = RuntimeClient::connect(port);
+    }
+    thread::sleep(ms(200));
+    assert!(
+        elsewhere.accept().is_err(),
+        "the proxy connected to {there}"
+    );
+    assert!(rt.all().is_empty(), "forwarded upstream: {}", rt.describe());
+    finish(&rt, &mut ext);
+}

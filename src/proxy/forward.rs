@@ -192,14 +192,19 @@ impl ErrorBody<'_> {
 /// 502 to the runtime: upstream could not be reached or broke off its answer, or the
 /// runtime's own body could not be read (`problem` says which).
 pub fn bad_gateway(request: Request, problem: &str) {
+    refuse(request, 502, "Extension.ProxyUpstreamError", problem)
+}
+
+/// An error answer of the proxy's own to the runtime, in the Runtime API's error shape.
+pub fn refuse(request: Request, status: u16, error_type: &str, problem: &str) {
     let message = format!("lambda-shell-extension proxy: {problem}");
     let body = ErrorBody {
         message: &message,
-        error_type: "Extension.ProxyUpstreamError",
+        error_type,
     }
     .to_json();
     let content_type = Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..]);
-    let mut response = Response::from_data(body).with_status_code(502);
+    let mut response = Response::from_data(body).with_status_code(status);
     if let Ok(content_type) = content_type {
         response.add_header(content_type);
     }

@@ -26,7 +26,7 @@ use crate::command::{
 };
 use crate::config::{OnRequestFailure, ProxyConfig, PROXY_PORT_ENV};
 use crate::logging::one_line;
-use forward::{answer, bad_gateway, send, ErrorBody, Incoming, Tee};
+use forward::{answer, bad_gateway, refuse, send, ErrorBody, Incoming, Tee};
 
 const RUNTIME: &str = "/2018-06-01/runtime";
 /// How much of a response the response handler gets on stdin.
@@ -336,6 +336,15 @@ fn route<'a>(method: &str, path: &'a str) -> Route<'a> {
 
 fn serve(mut request: Request, shared: &Shared) {
     let incoming = Incoming::of(&request);
+    // Appended to upstream's address, `@host/x` or `http://host/x` would lead elsewhere.
+    if !incoming.path.starts_with('/') {
+        warn!(
+            "proxy: {} {:?} refused: the request target is not a path",
+            incoming.method, incoming.path
+        );
+        let problem = "the request target is not a path (it must start with /)";
+        return refuse(request, 400, "Extension.ProxyBadRequest", problem);
+    }
     match route(&incoming.method, &incoming.path) {
         Route::Next => next(request, &incoming, shared),
         Route::Response(id) => {
