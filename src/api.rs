@@ -211,7 +211,9 @@ mod fast {
 
     /// The event, or `None` where the derived `Deserialize` must decide.
     pub(super) fn parse(body: &[u8]) -> Option<Event> {
-        let mut deserializer = serde_json::Deserializer::from_slice(body);
+        // `from_slice` skips an ignored field's string without checking its UTF-8; the derive
+        // refuses invalid UTF-8 anywhere (found by fuzz/fuzz_targets/event.rs).
+        let mut deserializer = serde_json::Deserializer::from_str(std::str::from_utf8(body).ok()?);
         let event = (&mut deserializer).deserialize_map(EventVisitor).ok()?;
         deserializer.end().ok()?;
         Some(event)
