@@ -19,7 +19,7 @@ X86_BIN    := $(TARGET_DIR)/$(X86_TARGET)/release/$(BIN)
 ARM_BIN    := $(TARGET_DIR)/$(ARM_TARGET)/release/$(BIN)
 SIZE_BUDGET := 1310720
 
-.PHONY: all help build targets release size layer test lint fmt demo profiles profile-http bench bench-smoke clean
+.PHONY: all help build targets release size layer test lint fmt demo profiles profile-http bench bench-smoke fuzz clean
 
 all: build
 
@@ -41,6 +41,7 @@ help:
 	@echo 'make bench        benchmark against the floor and the official crate (BENCH_ARGS=...)'
 	@echo 'make profiles     size and start-up at each opt-level (how the release profile was chosen)'
 	@echo 'make profile-http instructions and syscalls per event of next_event vs the floor (callgrind, strace)'
+	@echo "make fuzz         the $(words $(FUZZ_TARGETS)) fuzz targets one after another, FUZZ_SECONDS=$(FUZZ_SECONDS) s each: $$(( $(words $(FUZZ_TARGETS)) * $(FUZZ_SECONDS) )) s in total (nightly + cargo-fuzz; not in make test)"
 	@echo 'make clean        cargo clean and remove dist/'
 
 build:
@@ -136,6 +137,22 @@ bench-smoke:
 	$(CARGO) build -p bench
 	$(TARGET_DIR)/debug/bench-driver --quick --programs floor,product-exec,product-shutdown-only,product-telemetry,product-telemetry-only,product-persistent,proxy-forward \
 		--product $(TARGET_DIR)/debug/$(BIN) --build "debug (smoke)" --out $(TARGET_DIR)/bench/smoke.json
+
+# Fuzzing (docs/fuzzing.md): cargo-fuzz on a nightly toolchain, each target for FUZZ_SECONDS in
+# turn. libFuzzer writes what it finds to the first corpus directory, the scratch one under
+# fuzz/target/ (ignored by git); the committed seeds in fuzz/corpus/<target> are only read.
+# Crashes land in fuzz/artifacts/<target>/ and stop the run.
+#   make fuzz FUZZ_SECONDS=600 FUZZ_TARGETS="event framing"
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= event command_line config framing listener_http
+FUZZ_CARGO   ?= cargo +nightly
+fuzz:
+	@echo "fuzzing $(FUZZ_TARGETS): $(FUZZ_SECONDS) s each"
+	@for target in $(FUZZ_TARGETS); do \
+		mkdir -p fuzz/target/corpus/$$target && \
+		(cd fuzz && $(FUZZ_CARGO) fuzz run -O $$target target/corpus/$$target corpus/$$target -- \
+			-max_total_time=$(FUZZ_SECONDS) -print_final_stats=1) || exit 1; \
+	done
 
 clean:
 	$(CARGO) clean
