@@ -2,12 +2,15 @@
 #![allow(dead_code)]
 
 pub mod process;
+pub mod procfs;
 pub mod runtime;
 pub mod server;
 pub mod telemetry;
 
 #[allow(unused_imports)]
 pub use process::*;
+#[allow(unused_imports)]
+pub use procfs::*;
 #[allow(unused_imports)]
 pub use runtime::*;
 #[allow(unused_imports)]
