@@ -1,6 +1,7 @@
 //! Shared test support: a fake Lambda Extensions API and helpers to run the extension binary.
 #![allow(dead_code)]
 
+pub mod credentials;
 pub mod process;
 pub mod procfs;
 pub mod runtime;

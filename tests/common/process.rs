@@ -102,15 +102,21 @@ impl Sandbox {
         Launcher {
             sandbox: self,
             name: DEFAULT_NAME.to_string(),
-            envs: vec![
-                ("AWS_LAMBDA_RUNTIME_API".into(), runtime_api.to_string()),
-                ("RUST_LOG".into(), "info".into()),
-            ],
+            envs: [
+                ("AWS_LAMBDA_RUNTIME_API", runtime_api),
+                ("RUST_LOG", "info"),
+            ]
+            .into_iter()
+            // Sentinel credentials, as Lambda gives every extension: checked never to be logged.
+            .chain(super::credentials::SENTINELS)
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
             removed: vec![],
             stdin_pipe: false,
             binary: None,
             wrapper: None,
             args: Vec::new(),
+            pre_exec: None,
         }
     }
 }
@@ -125,7 +131,11 @@ pub struct Launcher<'a> {
     wrapper: Option<PathBuf>,
     /// Lambda passes none; only for testing the flags.
     args: Vec<String>,
+    pre_exec: Option<PreExec>,
 }
+
+/// Run in the forked child before it execs the extension (resource limits, another uid).
+type PreExec = Box<dyn FnMut() -> std::io::Result<()> + Send + Sync>;
 
 impl Launcher<'_> {
     /// Install `path` instead of the debug binary (`BIN`).
@@ -176,9 +186,19 @@ impl Launcher<'_> {
         self.env("SHELL_EXT_HANDLER", cmd)
     }
 
+    /// Run `f` in the forked child just before it execs the extension (async-signal-safe calls
+    /// only: setrlimit, setuid, close, ...).
+    pub fn pre_exec(
+        mut self,
+        f: impl FnMut() -> std::io::Result<()> + Send + Sync + 'static,
+    ) -> Self {
+        self.pre_exec = Some(Box::new(f));
+        self
+    }
+
     /// Install and start: no arguments, a clean environment (PATH + the configured vars),
     /// cwd = the sandbox, stdin = /dev/null, stdout/stderr captured on threads.
-    pub fn spawn(self) -> Ext {
+    pub fn spawn(mut self) -> Ext {
         let path = match &self.binary {
             Some(src) => self.sandbox.install_from(&self.name, src),
             None => self.sandbox.install(&self.name),
@@ -207,6 +227,13 @@ impl Launcher<'_> {
         }
         for k in &self.removed {
             cmd.env_remove(k);
+        }
+        if let Some(f) = self.pre_exec.take() {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: the closures given to `pre_exec` make async-signal-safe calls only.
+            unsafe {
+                cmd.pre_exec(f);
+            }
         }
         // A copy written by this (multi-threaded) test process can be briefly held open for
         // writing by a child forked concurrently by another test: retry on ETXTBSY.
@@ -391,6 +418,12 @@ impl Drop for Ext {
         if self.try_status().is_none() {
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+        if !thread::panicking() {
+            // Everything the extension wrote (collected so far): never a credential.
+            let what = format!("the output of extension {}", self.name);
+            super::credentials::assert_no_credentials(&what, &self.stdout());
+            super::credentials::assert_no_credentials(&what, &self.stderr());
         }
     }
 }

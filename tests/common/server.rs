@@ -461,6 +461,15 @@ impl FakeApi {
 
 impl Drop for FakeApi {
     fn drop(&mut self) {
+        if !std::thread::panicking() {
+            // No request (error reports above all) ever carries a credential.
+            for r in self.requests() {
+                let what = format!("{} {} (headers or body)", r.method, r.path);
+                let headers = format!("{:?}", r.headers);
+                super::credentials::assert_no_credentials(&what, headers.as_bytes());
+                super::credentials::assert_no_credentials(&what, &r.body);
+            }
+        }
         self.inner.stopped.store(true, Ordering::SeqCst);
         self.inner.cond.notify_all();
         // Wake the accept loop.
