@@ -28,7 +28,10 @@ fuzz_target!(|data: &[u8]| {
         || SHELL_WORDS.contains(&words[0]);
     match command {
         CommandLine::Direct { argv, .. } => {
-            assert!(!needs_shell, "{text:?} needs a shell but is exec'd directly");
+            assert!(
+                !needs_shell,
+                "{text:?} needs a shell but is exec'd directly"
+            );
             assert_eq!(argv, words);
         }
         CommandLine::Shell { .. } => {

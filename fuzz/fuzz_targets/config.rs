@@ -62,7 +62,10 @@ fuzz_target!(|data: &[u8]| {
     };
     match Config::from_options(&options) {
         Err(errors) => {
-            assert!(!errors.0.is_empty(), "an error without a problem: {options:?}");
+            assert!(
+                !errors.0.is_empty(),
+                "an error without a problem: {options:?}"
+            );
             let shown = errors.to_string();
             for error in &errors.0 {
                 assert!(VARIABLES.contains(&error.variable), "{error:?}");
@@ -79,7 +82,10 @@ fuzz_target!(|data: &[u8]| {
                     .filter(|name| !name.is_empty())
                     .collect();
                 let invoke = names.iter().any(|name| name == "INVOKE");
-                assert!(names.iter().all(|n| n == "INVOKE" || n == "SHUTDOWN"), "{events:?}");
+                assert!(
+                    names.iter().all(|n| n == "INVOKE" || n == "SHUTDOWN"),
+                    "{events:?}"
+                );
                 assert!(names.iter().any(|name| name == "SHUTDOWN"), "{events:?}");
                 let expected = if invoke {
                     EventSet::InvokeAndShutdown

@@ -23,8 +23,9 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(&*line, data);
         }
         if let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) {
-            let again = serde_json::from_slice::<serde_json::Value>(&line)
-                .unwrap_or_else(|e| panic!("{:?} is not JSON: {e}", String::from_utf8_lossy(&line)));
+            let again = serde_json::from_slice::<serde_json::Value>(&line).unwrap_or_else(|e| {
+                panic!("{:?} is not JSON: {e}", String::from_utf8_lossy(&line))
+            });
             assert_eq!(again, value);
         }
     } else {
@@ -34,7 +35,9 @@ fuzz_target!(|data: &[u8]| {
         } else if line == b"error" {
             Ok(Ack::Error(String::new()))
         } else if let Some(message) = line.strip_prefix(b"error ") {
-            Ok(Ack::Error(String::from_utf8_lossy(message).trim().to_string()))
+            Ok(Ack::Error(
+                String::from_utf8_lossy(message).trim().to_string(),
+            ))
         } else {
             Err(String::from_utf8_lossy(line).into_owned())
         };

@@ -53,7 +53,9 @@ fn harness() -> &'static Harness {
 /// closed the connection or 10 s passed.
 fn exchange(port: u16, request: &[u8]) -> u16 {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     // The listener may answer (and close) before reading it all.
     let _ = stream.write_all(request);
     let _ = stream.shutdown(Shutdown::Write);
@@ -71,7 +73,13 @@ fn post(body: &[u8], extra: &str, chunks: Option<&[usize]>) -> Vec<u8> {
     post_as("POST", "/", body, extra, chunks)
 }
 
-fn post_as(method: &str, path: &str, body: &[u8], extra: &str, chunks: Option<&[usize]>) -> Vec<u8> {
+fn post_as(
+    method: &str,
+    path: &str,
+    body: &[u8],
+    extra: &str,
+    chunks: Option<&[usize]>,
+) -> Vec<u8> {
     let mut request = format!("{method} {path} HTTP/1.1\r\nHost: sandbox\r\n{extra}").into_bytes();
     match chunks {
         None => {
@@ -105,7 +113,14 @@ fn send(harness: &Harness, request: &[u8]) -> (u16, Vec<Vec<u8>>) {
 
 const METHODS: &[&str] = &["POST", "GET", "PUT", "DELETE", "PATCH", "OPTIONS", "post"];
 /// Headers that frame the request: set by the harness, never by the input.
-const FRAMING: &[&str] = &["content-length", "transfer-encoding", "expect", "connection", "host", "upgrade"];
+const FRAMING: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "expect",
+    "connection",
+    "host",
+    "upgrade",
+];
 
 fn structured(harness: &Harness, data: &[u8]) {
     let mut input = Unstructured::new(data);
@@ -125,11 +140,18 @@ fn structured(harness: &Harness, data: &[u8]) {
         let name: Vec<u8> = input.arbitrary().unwrap_or_default();
         let name: String = name
             .iter()
-            .map(|&b| b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"[b as usize % 64] as char)
+            .map(|&b| {
+                b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"[b as usize % 64]
+                    as char
+            })
             .take(24)
             .collect();
         let value: Vec<u8> = input.arbitrary().unwrap_or_default();
-        let value: String = value.iter().map(|&b| (b % 95 + 32) as char).take(128).collect();
+        let value: String = value
+            .iter()
+            .map(|&b| (b % 95 + 32) as char)
+            .take(128)
+            .collect();
         if name.is_empty() || FRAMING.contains(&name.to_ascii_lowercase().as_str()) {
             continue;
         }
@@ -144,7 +166,12 @@ fn structured(harness: &Harness, data: &[u8]) {
     let (status, batches) = send(harness, &request);
     if method == "POST" {
         assert_eq!(status, 200, "{:?}", String::from_utf8_lossy(&request));
-        assert_eq!(batches, vec![body.to_vec()], "{:?}", String::from_utf8_lossy(&request));
+        assert_eq!(
+            batches,
+            vec![body.to_vec()],
+            "{:?}",
+            String::from_utf8_lossy(&request)
+        );
     } else {
         assert_eq!(status, 405, "{:?}", String::from_utf8_lossy(&request));
         assert!(batches.is_empty());
@@ -157,14 +184,23 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if selector < 64 {
-        let digits = rest.split(|b| !b.is_ascii_digit()).map(<[u8]>::len).max().unwrap_or(0);
+        let digits = rest
+            .split(|b| !b.is_ascii_digit())
+            .map(<[u8]>::len)
+            .max()
+            .unwrap_or(0);
         if digits >= 8 {
             return;
         }
         send(harness, rest);
         let probe = b"[{\"type\":\"probe\"}]";
         let (status, batches) = send(harness, &post(probe, "", None));
-        assert_eq!(status, 200, "the listener stopped serving after {:?}", String::from_utf8_lossy(rest));
+        assert_eq!(
+            status,
+            200,
+            "the listener stopped serving after {:?}",
+            String::from_utf8_lossy(rest)
+        );
         assert_eq!(batches, vec![probe.to_vec()]);
     } else {
         structured(harness, rest);
