@@ -1214,3 +1214,148 @@ mod proxy {
         assert_none(&rt, Endpoint::ExitError);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Persistent mode: the bound on an acknowledgement line, in the real binary
+
+mod ack_bound {
+    use super::common::*;
+    use super::*;
+    use std::cell::Cell;
+
+    const MAX_ACK_BYTES: usize = 4096;
+
+    /// A persistent handler that answers every line with the bytes of `<sandbox>/answer`
+    /// (written in one go), under SHELL_EXT_ON_ERROR=continue; the outcome of each event is read
+    /// from the extension's INFO line for it.
+    struct Persistent<'a> {
+        sb: &'a Sandbox,
+        api: FakeApi,
+        ext: Ext,
+        events: Cell<usize>,
+    }
+
+    impl<'a> Persistent<'a> {
+        fn start(sb: &'a Sandbox) -> Persistent<'a> {
+            let api = FakeApi::start();
+            let answer = sb.p("answer");
+            let handler = sb.script(
+                "handler.sh",
+                &format!("#!/bin/sh\nwhile read -r line; do cat {answer} >&3; done\n"),
+            );
+            let ext = sb
+                .ext(&api)
+                .handler(&handler)
+                .env("SHELL_EXT_MODE", "persistent")
+                .env("SHELL_EXT_ON_ERROR", "continue")
+                .spawn();
+            api.expect_requests(Endpoint::Next, 1, secs(10));
+            Persistent {
+                sb,
+                api,
+                ext,
+                events: Cell::new(0),
+            }
+        }
+
+        /// One INVOKE answered with `answer`: the extension's INFO line for it.
+        fn answer(&self, answer: &[u8]) -> String {
+            let n = self.events.get();
+            self.events.set(n + 1);
+            let id = format!("ack-{n}");
+            std::fs::write(self.sb.path("answer"), answer).unwrap();
+            self.api.push_invoke(&id, deadline_in(20_000));
+            self.api.expect_requests(Endpoint::Next, n + 2, secs(20));
+            let mut line = None;
+            wait_for(secs(10), || {
+                line = self
+                    .ext
+                    .stderr_str()
+                    .lines()
+                    .find(|l| l.contains(&format!("INVOKE {id} ")))
+                    .map(str::to_string);
+                line.is_some()
+            });
+            line.unwrap_or_else(|| panic!("no INFO line for {id}:\n{}", self.ext.stderr_str()))
+        }
+
+        fn finish(mut self) {
+            self.api.push_shutdown("spindown", deadline_in(5000));
+            self.ext.expect_exit(0, secs(20));
+        }
+    }
+
+    /// `error <message>` lines around MAX_ACK_BYTES, written in one go: a line of at most 4 KiB
+    /// is an error answer (the event fails with its message, the handler keeps running); a
+    /// longer one is a protocol error (docs/persistent-mode.md: "a line over 4 KiB").
+    #[test]
+    #[ignore = "bug: an answer line of 4097 to about 4600 bytes is taken as an answer (read_acks in src/command/long_lived.rs reads 512-byte chunks while at most MAX_ACK_BYTES are pending, and read_answer parses any line found, whatever its length)"]
+    fn error_lines_over_4_kib_are_protocol_errors() {
+        let sb = Sandbox::new();
+        let handler = Persistent::start(&sb);
+        TestRunner::new(config(16))
+            .run(&(4000usize..4700), |length| {
+                let mut line = b"error ".to_vec();
+                line.resize(length, b'm');
+                line.push(b'\n');
+                let report = handler.answer(&line);
+                if length <= MAX_ACK_BYTES {
+                    prop_assert!(
+                        report.contains("(answered error)"),
+                        "{} bytes: {}",
+                        length,
+                        report
+                    );
+                } else {
+                    prop_assert!(
+                        report.contains("(bad answer on fd 3)"),
+                        "{} bytes: {}",
+                        length,
+                        report
+                    );
+                }
+                Ok(())
+            })
+            .unwrap();
+        handler.finish();
+    }
+
+    /// After an overlong answer line (the handler is stopped and started again), the next
+    /// event's answer is the new handler's own: nothing of the old line is left to be read.
+    #[test]
+    fn an_overlong_answer_leaves_nothing_for_the_next_event() {
+        let sb = Sandbox::new();
+        let handler = Persistent::start(&sb);
+        let strategy = (
+            4700usize..12_000,
+            prop::sample::select(&["ok\n", "error next\n"][..]),
+        );
+        TestRunner::new(config(8))
+            .run(&strategy, |(length, next)| {
+                let long = vec![b'm'; length];
+                let report = handler.answer(&[&long[..], b"\n"].concat());
+                prop_assert!(
+                    report.contains("(bad answer on fd 3)"),
+                    "{} bytes: {}",
+                    length,
+                    report
+                );
+                let report = handler.answer(next.as_bytes());
+                let want = if next == "ok\n" {
+                    " ok in "
+                } else {
+                    "(answered error)"
+                };
+                prop_assert!(
+                    report.contains(want),
+                    "after {} bytes, {:?}: {}",
+                    length,
+                    next,
+                    report
+                );
+                Ok(())
+            })
+            .unwrap();
+        handler.finish();
+    }
+}
