@@ -156,10 +156,10 @@ fn limited(
     }
 }
 
-/// Lower the soft and hard `resource` limit of the running extension `pid` (started with
-/// `limited(uid, ..)`) to `value`. prlimit(2) on another process needs the same user (or
-/// CAP_SYS_RESOURCE, which a container's root may lack), so a short-lived child running as that
-/// user makes the call.
+/// Set the soft `resource` limit of the running extension `pid` (started with
+/// `limited(uid, ..)`) to `value` (`u64::MAX`: back up to the hard limit, which stays as it
+/// was). prlimit(2) on another process needs the same user (or CAP_SYS_RESOURCE, which a
+/// container's root may lack), so a short-lived child running as that user makes the call.
 fn set_limit(pid: u32, uid: u32, resource: libc::__rlimit_resource_t, value: u64) {
     use std::os::unix::process::CommandExt;
     let mut cmd = std::process::Command::new("/bin/true");
@@ -169,11 +169,16 @@ fn set_limit(pid: u32, uid: u32, resource: libc::__rlimit_resource_t, value: u64
     // SAFETY: prlimit is async-signal-safe; it runs after the uid change, before the exec.
     unsafe {
         cmd.pre_exec(move || {
-            let limit = libc::rlimit {
-                rlim_cur: value,
-                rlim_max: value,
+            let pid = pid as libc::pid_t;
+            let mut limit = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
             };
-            match libc::prlimit(pid as libc::pid_t, resource, &limit, std::ptr::null_mut()) {
+            if libc::prlimit(pid, resource, std::ptr::null(), &mut limit) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            limit.rlim_cur = value.min(limit.rlim_max);
+            match libc::prlimit(pid, resource, &limit, std::ptr::null_mut()) {
                 0 => Ok(()),
                 _ => Err(io::Error::last_os_error()),
             }
@@ -1082,6 +1087,88 @@ fn persistent_handler_not_started_at_init_under_the_process_limit() {
     );
     assert_none(&api, Endpoint::Next);
     assert_none(&api, Endpoint::ExitError);
+}
+
+/// The listener and the proxy when no process or thread can be had (`RLIMIT_NPROC` lowered to 1
+/// while the extension idles): a telemetry batch is answered 500 (Lambda sends it again), the
+/// request handler cannot be started, so with `reject` the invocation is rejected upstream as
+/// `Extension.RequestRejected` naming EAGAIN, and the proxy goes on waiting for the next one for
+/// the runtime. Once processes can be had again, the next batch is delivered (200, through the
+/// command) and the next invocation reaches the runtime; SHUTDOWN exits 0.
+#[test]
+fn listener_and_proxy_under_the_process_limit() {
+    let sb = open_sandbox();
+    let rt = RuntimeApi::start();
+    let port = free_port();
+    let uid = private_uid(5);
+    let seen = shared_dir(&sb, "seen");
+    rt.push(Invocation::new("rq-1", "{}"));
+    let mut ext = sb
+        .ext(&rt)
+        .name(NAME)
+        .env(
+            "SHELL_EXT_TELEMETRY_HANDLER",
+            &format!("cat >> {seen}/batches; echo >> {seen}/batches"),
+        )
+        .env("SHELL_EXT_REQUEST_HANDLER", "/bin/true")
+        .env("SHELL_EXT_ON_REQUEST_FAILURE", "reject")
+        .env("SHELL_EXT_PROXY_PORT", &port.to_string())
+        .pre_exec(limited(uid, vec![]))
+        .spawn();
+    let target = TelemetryTarget::of(&rt);
+    rt.expect_requests(Endpoint::Next, 1, secs(10));
+    let mut runtime = RuntimeClient::connect(port);
+    set_limit(ext.pid, uid, libc::RLIMIT_NPROC, 1);
+
+    let refused = batch(&[platform("start", "refused")]);
+    let (status, _) = target.post(&refused);
+    assert_eq!(status, 500, "a batch no thread can read");
+    let next = thread::spawn(move || {
+        let answer = runtime.next();
+        (
+            answer.status,
+            answer
+                .header("Lambda-Runtime-Aws-Request-Id")
+                .map(String::from),
+        )
+    });
+    let rejected = rt.expect(Route::Error, 1, secs(10));
+    assert_eq!(
+        rejected[0].path,
+        "/2018-06-01/runtime/invocation/rq-1/error"
+    );
+    let body: serde_json::Value = serde_json::from_slice(&rejected[0].body).unwrap();
+    eprintln!("RLIMIT_NPROC = 1, request handler: {body}");
+    assert_eq!(body["errorType"], "Extension.RequestRejected");
+    let message = body["errorMessage"].as_str().unwrap();
+    assert!(
+        message.contains("`/bin/true` could not be started"),
+        "{message}"
+    );
+    assert!(
+        message.contains("Resource temporarily unavailable (os error 11)"),
+        "{message}"
+    );
+
+    set_limit(ext.pid, uid, libc::RLIMIT_NPROC, u64::MAX);
+    rt.push(Invocation::new("rq-2", "{}"));
+    assert_eq!(next.join().unwrap(), (200, Some("rq-2".to_string())));
+    let accepted = batch(&[platform("start", "accepted")]);
+    target.deliver(&accepted);
+    rt.push_shutdown("spindown", deadline_in(3000));
+    ext.expect_exit(0, secs(20));
+    assert_eq!(
+        fs::read_to_string(sb.path("seen/batches")).unwrap(),
+        format!("{}\n", String::from_utf8(accepted).unwrap())
+    );
+    assert_logged(
+        &ext,
+        &[
+            "Extension.RequestRejected: invocation rq-1 rejected",
+            "REQUEST rq-2 ok",
+        ],
+    );
+    assert_none(&rt, Endpoint::ExitError);
 }
 
 /// A persistent handler that is gone by the time it is started (the init command removes it:
