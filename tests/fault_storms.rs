@@ -609,7 +609,20 @@ fn telemetry_sender_faults_lose_nothing_delivered() {
         .lines()
         .map(str::to_string)
         .collect();
-    assert_eq!(seen, sent, "{}", ext.output_tail());
+    let short = |batches: &[String]| -> Vec<String> {
+        batches
+            .iter()
+            .map(|b| b.chars().take(100).collect())
+            .collect()
+    };
+    assert!(
+        seen == sent,
+        "the command saw {} batches, {} were delivered whole:\n{:#?}\nexpected:\n{:#?}",
+        seen.len(),
+        sent.len(),
+        short(&seen),
+        short(&sent)
+    );
     let err = ext.stderr_str();
     let counts = format!(
         "telemetry: {n} batches received, {n} delivered",

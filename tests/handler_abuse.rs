@@ -405,16 +405,16 @@ fn persistent_handler_ignoring_sigterm_is_killed_and_reported() {
 // ---------------------------------------------------------------------------------------------
 // Garbage on stderr
 
-/// What the garbage handler writes to stderr: NUL, invalid UTF-8 (a lone continuation byte, an
+/// What the garbage handler writes to stderr: quotes and a backslash, NUL, invalid UTF-8 (a lone continuation byte, an
 /// overlong encoding, a UTF-16 surrogate), escape sequences, a bare CR, and a last line without
 /// a newline. Each line starts with `GARBAGE`.
-const GARBAGE_PRINTF: &str = r"printf 'GARBAGE \000 \377\376 \200 \300\257 \355\240\200 \033[31mred\033[0m \r bare-cr\n' >&2; printf 'GARBAGE \033]0;title\007 \377 tail without newline' >&2";
+const GARBAGE_PRINTF: &str = r#"printf 'GARBAGE "q" back\\slash \000 \377\376 \200 \300\257 \355\240\200 \033[31mred\033[0m \r bare-cr\n' >&2; printf 'GARBAGE \033]0;title\007 \377 tail without newline' >&2"#;
 
 /// The lines `GARBAGE_PRINTF` writes, as bytes (the last one as the extension ends it: with a
 /// newline added).
 fn garbage_lines() -> Vec<Vec<u8>> {
     vec![
-        b"GARBAGE \0 \xff\xfe \x80 \xc0\xaf \xed\xa0\x80 \x1b[31mred\x1b[0m \r bare-cr".to_vec(),
+        b"GARBAGE \"q\" back\\slash \0 \xff\xfe \x80 \xc0\xaf \xed\xa0\x80 \x1b[31mred\x1b[0m \r bare-cr".to_vec(),
         b"GARBAGE \x1b]0;title\x07 \xff tail without newline".to_vec(),
     ]
 }
