@@ -221,11 +221,22 @@ pub struct Tee<'a> {
     pub truncated: bool,
     /// Reading the runtime's body failed (so the upload upstream was cut off): why.
     pub failed: Option<String>,
+    /// What is still to come of a body of known length: an end before it is an error, which
+    /// cuts the upload off (ureq would wait for the rest forever, spinning).
+    pub left: Option<usize>,
 }
 
 impl Read for Tee<'_> {
     fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
-        let read = self.inner.read(buffer).inspect_err(|error| {
+        let read = match (self.inner.read(buffer), &mut self.left) {
+            (Ok(0), Some(1..)) if !buffer.is_empty() => Err(io::ErrorKind::UnexpectedEof.into()),
+            (Ok(read), Some(left)) => {
+                *left = left.saturating_sub(read);
+                Ok(read)
+            }
+            (read, _) => read,
+        }
+        .inspect_err(|error| {
             self.failed = Some(error.to_string());
         })?;
         let room = self.limit.saturating_sub(self.kept.len());

@@ -356,12 +356,15 @@ fn serve(mut request: Request, shared: &Shared) {
             respond(request, &incoming, shared, &id, Outcome::Error)
         }
         Route::Other => {
-            let sent = send(
-                &shared.agent,
-                &shared.upstream,
-                &incoming,
-                Some(request.as_reader()),
-            );
+            let mut body = Tee {
+                left: request.body_length(),
+                inner: request.as_reader(),
+                kept: Vec::new(),
+                limit: 0,
+                truncated: false,
+                failed: None,
+            };
+            let sent = send(&shared.agent, &shared.upstream, &incoming, Some(&mut body));
             match sent {
                 Ok(upstream) => answer(request, upstream),
                 Err(failure) => {
@@ -505,6 +508,7 @@ fn respond(mut request: Request, incoming: &Incoming, shared: &Shared, id: &str,
         None => 0,
     };
     let mut tee = Tee {
+        left: request.body_length(),
         inner: request.as_reader(),
         kept: Vec::new(),
         limit,
