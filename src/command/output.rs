@@ -190,18 +190,19 @@ pub(super) fn keep_tail(tail: &mut Vec<u8>, chunk: &[u8]) {
 }
 
 /// The kept stderr as text: trailing newline trimmed, marked when cut. Control characters
-/// other than newline and tab (a bare CR, NUL, terminal escape sequences) would garble the log
-/// line quoting it: they are shown as U+FFFD, like bytes that are not UTF-8.
+/// (a bare CR, NUL, terminal escape sequences) would garble the log line quoting it: CRs are
+/// dropped, the others shown as U+FFFD, like bytes that are not UTF-8.
 pub(super) fn tail_text(tail: &[u8]) -> String {
-    let text: String = String::from_utf8_lossy(tail)
-        .replace("\r\n", "\n")
-        .chars()
-        .map(|c| match c {
-            '\n' | '\t' => c,
-            c if c.is_control() => '\u{FFFD}',
-            c => c,
+    let text: Vec<u8> = tail
+        .iter()
+        .filter(|&&b| b != b'\r')
+        .map(|&b| match b {
+            b'\n' | b'\t' => b,
+            b if b.is_ascii_control() => 0xff,
+            b => b,
         })
         .collect();
+    let text = String::from_utf8_lossy(&text);
     let text = text.trim_end_matches('\n');
     if tail.len() >= STDERR_TAIL_BYTES {
         format!("…{text}")
@@ -248,6 +249,6 @@ mod tests {
     #[test]
     fn stderr_tail_shows_control_characters_as_replacement() {
         let text = tail_text(b"a\r\nb\rc\0\x1b[31m\td\xff\r\n");
-        assert_eq!(text, "a\nb\u{FFFD}c\u{FFFD}\u{FFFD}[31m\td\u{FFFD}");
+        assert_eq!(text, "a\nbc\u{FFFD}\u{FFFD}[31m\td\u{FFFD}");
     }
 }
