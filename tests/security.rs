@@ -34,9 +34,11 @@ use common::*;
 const NAME: &str = "sec-ext";
 const INVOKE_TRACE: &str = "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1";
 
-/// The variables the extension sets for its commands and never passes on from its own
-/// environment (`MANAGED_ENV` in src/command/per_event.rs): every command has these stripped.
-const MANAGED: [&str; 8] = [
+/// The variables the extension sets for any of its commands and never passes on from its own
+/// environment (`MANAGED_ENV` in src/command/per_event.rs): every command, of every kind, has
+/// all of them stripped, so a stale value of one kind's variable (a `LAMBDA_RESPONSE_STATUS`
+/// in the function's environment) reaches no command.
+const MANAGED: [&str; 15] = [
     "LAMBDA_EVENT_TYPE",
     "LAMBDA_DEADLINE_MS",
     "LAMBDA_EXTENSION_NAME",
@@ -45,9 +47,7 @@ const MANAGED: [&str; 8] = [
     "LAMBDA_SHUTDOWN_REASON",
     "_X_AMZN_TRACE_ID",
     "LAMBDA_ACK_FD",
-];
-/// Stripped for the proxy's handlers only (`PROXY_ENV` in src/proxy/mod.rs).
-const PROXY_ONLY: [&str; 6] = [
+    "LAMBDA_TELEMETRY_BATCH_ITEMS",
     "LAMBDA_CLIENT_CONTEXT",
     "LAMBDA_COGNITO_IDENTITY",
     "LAMBDA_TENANT_ID",
@@ -55,16 +55,11 @@ const PROXY_ONLY: [&str; 6] = [
     "LAMBDA_ERROR_TYPE",
     "LAMBDA_RESPONSE_TRUNCATED",
 ];
-/// Stripped for the telemetry command only (src/runner/telemetry.rs).
-const TELEMETRY_ONLY: [&str; 1] = ["LAMBDA_TELEMETRY_BATCH_ITEMS"];
 
 /// The extensions here are started with a stale value for each of these, so a command that
-/// inherited one instead of getting it from the extension shows. (A name stripped for one kind
-/// of command only reaches the others with the extension's value: the event handler and the
-/// init command see a `LAMBDA_RESPONSE_STATUS` set in the function's environment, as the README
-/// says, "the extension's environment plus" their own variables.)
+/// inherited one instead of getting it from the extension shows.
 fn stale_names() -> impl Iterator<Item = &'static str> {
-    MANAGED.into_iter().chain(PROXY_ONLY).chain(TELEMETRY_ONLY)
+    MANAGED.into_iter()
 }
 
 fn event_command() -> Vec<&'static str> {
@@ -72,11 +67,11 @@ fn event_command() -> Vec<&'static str> {
 }
 
 fn telemetry_command() -> Vec<&'static str> {
-    MANAGED.into_iter().chain(TELEMETRY_ONLY).collect()
+    MANAGED.to_vec()
 }
 
 fn proxy_handler() -> Vec<&'static str> {
-    MANAGED.into_iter().chain(PROXY_ONLY).collect()
+    MANAGED.to_vec()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1036,6 +1031,10 @@ fn handler_not_started_under_the_process_limit_is_handler_failed() {
         msg.contains("Resource temporarily unavailable (os error 11)"),
         "{msg}"
     );
+    assert!(
+        msg.contains("out of processes or memory") && !msg.contains("chmod"),
+        "the advice fits the cause: {msg}"
+    );
     assert_logged(&ext, &["INVOKE no-process failed (not started)"]);
     assert_none(&api, Endpoint::InitError);
 }
@@ -1251,6 +1250,10 @@ fn handler_not_started_for_want_of_memory_is_handler_failed() {
     assert!(
         msg.contains("Cannot allocate memory (os error 12)"),
         "{msg}"
+    );
+    assert!(
+        msg.contains("out of processes or memory") && !msg.contains("chmod"),
+        "the advice fits the cause: {msg}"
     );
     assert_logged(
         &ext,

@@ -96,12 +96,20 @@ fn shorten(line: &str) -> String {
 impl fmt::Display for CommandFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CommandFailure::NotStarted { command, error } => write!(
-                f,
-                "`{command}` could not be started: {error}; check that the program exists, is \
-                 executable (chmod +x) and that its #! interpreter is present in the Lambda \
-                 environment"
-            ),
+            CommandFailure::NotStarted { command, error } => {
+                write!(f, "`{command}` could not be started: {error}")?;
+                // Out of processes or memory (EAGAIN, ENOMEM): the file is not the problem.
+                match error.raw_os_error() {
+                    Some(libc::EAGAIN | libc::ENOMEM) => f.write_str(
+                        "; the environment is out of processes or memory: end what earlier \
+                         commands left running, or give the function more memory",
+                    ),
+                    _ => f.write_str(
+                        "; check that the program exists, is executable (chmod +x) and that \
+                         its #! interpreter is present in the Lambda environment",
+                    ),
+                }
+            }
             CommandFailure::Exited {
                 command,
                 code,

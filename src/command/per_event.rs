@@ -6,8 +6,10 @@ use std::time::Duration;
 use super::{CommandFailure, CommandLine, EventHandler, Executor, Input, Leftovers, Margin};
 use crate::api::Event;
 
-/// The variables the extension sets for its commands: never inherited from its own environment.
-pub const MANAGED_ENV: [&str; 8] = [
+/// The variables the extension sets for any of its commands (handlers, telemetry command, the
+/// proxy's handlers): never inherited from its own environment by any command, so a stale value
+/// of one kind's variable cannot reach a command of another kind.
+pub const MANAGED_ENV: [&str; 15] = [
     "LAMBDA_EVENT_TYPE",
     "LAMBDA_DEADLINE_MS",
     "LAMBDA_EXTENSION_NAME",
@@ -16,6 +18,13 @@ pub const MANAGED_ENV: [&str; 8] = [
     "LAMBDA_SHUTDOWN_REASON",
     "_X_AMZN_TRACE_ID",
     "LAMBDA_ACK_FD",
+    "LAMBDA_TELEMETRY_BATCH_ITEMS",
+    "LAMBDA_CLIENT_CONTEXT",
+    "LAMBDA_COGNITO_IDENTITY",
+    "LAMBDA_TENANT_ID",
+    "LAMBDA_RESPONSE_STATUS",
+    "LAMBDA_ERROR_TYPE",
+    "LAMBDA_RESPONSE_TRUNCATED",
 ];
 
 /// Runs the handler for one event at a time.

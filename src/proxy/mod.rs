@@ -38,16 +38,6 @@ const REQUEST_HINT: &str = "the request handler runs inside the invocation's tim
 const RESPONSE_HINT: &str = "the response handler runs inside the invocation's time: make it \
      faster, or raise the function timeout";
 
-/// The variables the proxy sets for its handlers besides [`MANAGED_ENV`] (never inherited).
-const PROXY_ENV: [&str; 6] = [
-    "LAMBDA_CLIENT_CONTEXT",
-    "LAMBDA_COGNITO_IDENTITY",
-    "LAMBDA_TENANT_ID",
-    "LAMBDA_RESPONSE_STATUS",
-    "LAMBDA_ERROR_TYPE",
-    "LAMBDA_RESPONSE_TRUNCATED",
-];
-
 /// The runtime's headers an invocation's request handler gets as variables.
 const INVOCATION_HEADERS: [(&str, &str); 7] = [
     ("Lambda-Runtime-Aws-Request-Id", "LAMBDA_REQUEST_ID"),
@@ -141,9 +131,7 @@ impl Proxy {
         let port = bound.socket.local_addr()?.port();
         set_nodelay(&bound.socket);
         let server = Server::from_listener(bound.socket, None).map_err(io::Error::other)?;
-        let mut managed = MANAGED_ENV.to_vec();
-        managed.extend_from_slice(&PROXY_ENV);
-        let executor = Executor::new(&managed, &[("LAMBDA_EXTENSION_NAME", extension_name)])
+        let executor = Executor::new(&MANAGED_ENV, &[("LAMBDA_EXTENSION_NAME", extension_name)])
             .in_slot(Slot::Proxy);
         let shared = Arc::new(Shared {
             upstream: format!("http://{upstream}"),
@@ -276,11 +264,13 @@ struct Workers {
 
 fn start_worker(workers: &Arc<Workers>, shared: &Arc<Shared>) -> io::Result<()> {
     workers.started.fetch_add(1, Ordering::SeqCst);
-    let (workers, shared) = (workers.clone(), shared.clone());
+    let (moved, shared) = (workers.clone(), shared.clone());
     let spawned = thread::Builder::new()
         .name("proxy".into())
-        .spawn(move || work(&workers, &shared));
+        .spawn(move || work(&moved, &shared));
     if let Err(error) = &spawned {
+        // Not started: not counted, so a later request can try again.
+        workers.started.fetch_sub(1, Ordering::SeqCst);
         warn!("proxy: cannot start a worker thread: {error}");
     }
     spawned.map(|_| ())

@@ -260,18 +260,16 @@ fn receive(listener: Listener, queue: &Queue) {
 
 /// The delivery thread: each batch through the command, in arrival order, one at a time.
 fn deliver(command: CommandLine, mode: Mode, extension_name: &str, queue: &Queue) {
-    let mut managed = MANAGED_ENV.to_vec();
-    managed.push(BATCH_ITEMS_ENV);
     let fixed = [("LAMBDA_EXTENSION_NAME", extension_name)];
     let mut runner = match mode {
         Mode::PerEvent => BatchRunner::PerBatch {
-            executor: Executor::new(&managed, &fixed).in_slot(Slot::Telemetry),
+            executor: Executor::new(&MANAGED_ENV, &fixed).in_slot(Slot::Telemetry),
             command,
         },
         Mode::Persistent => BatchRunner::Persistent(LongLived::new(
             "telemetry command",
             command,
-            &managed,
+            &MANAGED_ENV,
             &fixed,
             Slot::Telemetry,
         )),
