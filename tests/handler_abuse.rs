@@ -402,6 +402,38 @@ fn persistent_handler_ignoring_sigterm_is_killed_and_reported() {
     assert_eq!(api.count(Endpoint::Next), 2, "{}", api.describe());
 }
 
+/// SIGTERM to the extension while a handler that ignores SIGTERM runs (no deadline near): the
+/// handler gets the forwarded TERM (and logs it), ignores it, and is SIGKILLed 500 ms later;
+/// the extension exits 143 within about 1 s, with nothing reported and no further request.
+#[test]
+fn sigterm_to_the_extension_with_a_handler_ignoring_it() {
+    let sb = Sandbox::new();
+    let api = FakeApi::start();
+    api.push_invoke("stubborn", deadline_in(30_000));
+    let mut ext = sb.ext(&api).handler(&term_ignorer(&sb)).spawn();
+    let pid = read_pid(&sb.path("stubborn.pid"));
+    let sent = now_ms();
+    let started = Instant::now();
+    ext.signal(libc::SIGTERM);
+    let status = ext.wait_timeout(secs(5));
+    let took = started.elapsed();
+    let gone = gone_at(pid, sent + 3000);
+    cleanup_pid(pid);
+    let status = status.expect("still running 5 s after SIGTERM");
+    assert_eq!(status.code(), Some(143), "{}", ext.output_tail());
+    assert!(took <= ms(1500), "exit {took:?} after SIGTERM");
+    let gone = gone.expect("the handler outlived the extension by 3 s");
+    let terms = terms(&sb);
+    assert_eq!(terms.len(), 1, "the TERM was forwarded once: {terms:?}");
+    assert!(
+        gone >= terms[0] + 300,
+        "gone {} ms after the TERM: not the KILL",
+        gone - terms[0]
+    );
+    assert_eq!(api.count(Endpoint::Next), 1, "{}", api.describe());
+    assert_none(&api, Endpoint::ExitError);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Garbage on stderr
 
@@ -507,7 +539,7 @@ fn garbage_on_stderr_keeps_every_json_log_line_valid() {
 /// Text format, `exit`: the same garbage; the exit/error report is valid JSON whose message
 /// has the status and the last line of the tail, and every stderr line that is not the
 /// handler's is one of the extension's, `[lambda-shell-extension] LEVEL …`, valid UTF-8 and
-/// free of control characters (the quoted tail shows them as U+FFFD).
+/// free of control characters (the quoted tail drops CRs and shows the others as U+FFFD).
 #[test]
 fn garbage_on_stderr_keeps_text_log_lines_and_the_report_valid() {
     let sb = Sandbox::new();
