@@ -41,7 +41,16 @@ pub fn init(name: &str) {
     let mut builder = env_logger::Builder::new();
     match config::log_filter() {
         Some(filter) => builder.parse_filters(&filter),
-        None => builder.filter_level(level_filter(level.as_ref().ok().copied().flatten())),
+        None => {
+            let level = level_filter(level.as_ref().ok().copied().flatten());
+            // A function's log level set to TRACE is meant for the function: the HTTP crates'
+            // trace lines hex-dump every event and payload, so they stop at DEBUG unless
+            // RUST_LOG asks for them by name.
+            builder
+                .filter_level(level)
+                .filter_module("ureq", level.min(LevelFilter::Debug))
+                .filter_module("ureq_proto", level.min(LevelFilter::Debug))
+        }
     };
     let name = name.to_string();
     match config::log_format() {

@@ -246,3 +246,15 @@ fn log_level_invalid_falls_back_to_info() {
     );
     assert!(!stderr.contains("] DEBUG "), "{stderr}");
 }
+
+/// `AWS_LAMBDA_LOG_LEVEL=TRACE` (a function's log level, meant for the function) shows the
+/// extension's debug lines but not the HTTP crates' trace lines, which hex-dump every event
+/// body; `RUST_LOG=trace` still asks for them.
+#[test]
+fn function_log_level_trace_does_not_dump_the_http_traffic() {
+    let stderr = stderr_at("TRACE", None);
+    assert!(stderr.contains("] DEBUG "), "{stderr}");
+    assert!(!stderr.contains("] TRACE "), "{stderr}");
+    let stderr = stderr_at("INFO", Some("trace"));
+    assert!(stderr.contains("] TRACE "), "RUST_LOG=trace: {stderr}");
+}
