@@ -403,6 +403,8 @@ mod command_line {
                     prop_assert_eq!(parsed.line(), line.trim());
                     if let CommandLine::Direct { argv, .. } = &parsed {
                         prop_assert!(!line.trim().contains(METACHARACTERS), "{:?}", line);
+                        let other_space = |c: char| c.is_whitespace() && c != ' ' && c != '\t';
+                        prop_assert!(!line.trim().contains(other_space), "{:?}", line);
                         let words: Vec<&str> = line.split_whitespace().collect();
                         prop_assert_eq!(argv, &words);
                     }
@@ -423,19 +425,31 @@ mod command_line {
         }
     }
 
-    /// Whitespace other than space, tab and newline (`\r`, vertical tab, form feed, NBSP, the
+    /// Whitespace other than blanks and newline (`\r`, vertical tab, form feed, NBSP, the
     /// Unicode spaces) separates words for `str::split_whitespace`, not for `/bin/sh`: the line
-    /// `a<VT>b` is one word for the shell but two arguments when exec'd directly.
+    /// `a<VT>b` is one word for the shell, two arguments split directly. Such a line goes to the
+    /// shell (found by this suite: it used to be exec'd directly, split on them).
     #[test]
-    #[ignore = "bug: CommandLine::parse splits direct commands on Unicode whitespace (\\r, \\x0b, \\x0c, U+00A0, U+3000...), /bin/sh only on blanks; such a line runs a different argv directly than through the shell"]
-    fn other_whitespace_is_split_as_the_shell_does() {
-        for separator in ["\r", "\u{b}", "\u{c}", "\u{a0}", "\u{3000}", "\u{2009}"] {
+    fn other_whitespace_inside_a_line_goes_to_the_shell() {
+        for separator in [
+            "\r", "\u{b}", "\u{c}", "\u{a0}", "\u{3000}", "\u{2009}", "\u{85}",
+        ] {
             let line = format!("printf x{separator}y");
-            let Some(CommandLine::Direct { argv, .. }) = CommandLine::parse(&line) else {
-                continue;
-            };
-            assert_eq!(argv, sh_words(&line), "separator {separator:?}");
+            assert_eq!(
+                CommandLine::parse(&line),
+                Some(CommandLine::Shell { line: line.clone() }),
+                "separator {separator:?}"
+            );
+            assert_eq!(
+                sh_words(&line),
+                ["printf".to_string(), format!("x{separator}y")]
+            );
         }
+        // At either end they are trimmed, as blanks are (a CRLF line end included).
+        assert!(matches!(
+            CommandLine::parse("\u{a0}/bin/cat\r\n"),
+            Some(CommandLine::Direct { argv, .. }) if argv == ["/bin/cat"]
+        ));
     }
 }
 

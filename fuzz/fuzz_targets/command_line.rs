@@ -1,6 +1,7 @@
 //! Command lines: `CommandLine::parse` never panics; a line with anything a shell would interpret
-//! goes to the shell, as does one starting with an assignment or a shell word; anything else is
-//! exec'd directly, split on whitespace exactly; the line kept is the input trimmed.
+//! (or whitespace other than blanks) goes to the shell, as does one starting with an assignment or
+//! a shell word; anything else is exec'd directly, split on blanks exactly; the line kept is the
+//! input trimmed.
 #![no_main]
 
 use lambda_shell_extension::command::CommandLine;
@@ -24,6 +25,10 @@ fuzz_target!(|data: &[u8]| {
     };
     assert_eq!(command.line(), text.trim());
     let needs_shell = text.trim().contains(|c| METACHARACTERS.contains(c))
+        // Whitespace that /bin/sh does not split on (\r, \x0b, NBSP...): the shell decides.
+        || text
+            .trim()
+            .contains(|c: char| c.is_whitespace() && c != ' ' && c != '\t')
         || words[0].contains('=')
         || SHELL_WORDS.contains(&words[0]);
     match command {

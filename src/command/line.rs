@@ -31,6 +31,7 @@ impl CommandLine {
         let argv: Vec<String> = line.split_whitespace().map(String::from).collect();
         let first = argv.first()?;
         let needs_shell = line.contains(SHELL_METACHARACTERS)
+            || line.contains(|c: char| c.is_whitespace() && c != ' ' && c != '\t')
             || first.contains('=')
             || SHELL_WORDS.contains(&first.as_str());
         Some(if needs_shell {
