@@ -1017,6 +1017,64 @@ mod listener {
             .unwrap();
     }
 
+    /// Both `Content-Length` (any value, right or wrong) and `Transfer-Encoding: chunked`: the
+    /// chunked framing wins (RFC 9112 6.3), so the batch is the decoded body byte for byte, or the
+    /// request is refused; never a batch of other bytes (what a request smuggled behind a
+    /// misread length would be), and the listener keeps serving.
+    #[test]
+    fn chunked_wins_over_content_length() {
+        let h = Harness::start();
+        let strategy = (
+            body(),
+            prop::collection::vec(1usize..5000, 1..4),
+            prop_oneof![Just(None), (0usize..4096).prop_map(Some)],
+            any::<bool>(),
+        );
+        TestRunner::new(config(32))
+            .run(&strategy, |(body, sizes, declared, length_first)| {
+                let chunked = request("POST", "/", "", &body, Some(&sizes));
+                let declared = declared.unwrap_or(body.len());
+                // Put Content-Length among the head's lines, before or after Transfer-Encoding.
+                let text = chunked.clone();
+                let split = text.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+                let (head, rest) = text.split_at(split);
+                let head = String::from_utf8(head.to_vec()).unwrap();
+                let length = format!("Content-Length: {declared}");
+                let head = if length_first {
+                    head.replacen(
+                        "Transfer-Encoding",
+                        &format!("{length}\r\nTransfer-Encoding"),
+                        1,
+                    )
+                } else {
+                    format!("{head}\r\n{length}")
+                };
+                let request = [head.as_bytes(), rest].concat();
+                let (status, text) = h.exchange(&request, true);
+                let got = h.take(usize::from(status == 200));
+                match status {
+                    200 => {
+                        prop_assert_eq!(got.len(), 1, "{}", text);
+                        prop_assert!(
+                            got[0] == body,
+                            "{} bytes arrived as {} (declared {})",
+                            body.len(),
+                            got[0].len(),
+                            declared
+                        );
+                    }
+                    _ => prop_assert!(
+                        got.is_empty(),
+                        "status {} with {} batches",
+                        status,
+                        got.len()
+                    ),
+                }
+                h.still_serves()
+            })
+            .unwrap();
+    }
+
     /// A declared length over MAX_BODY_BYTES (up to u64::MAX): 413 before anything is read, no
     /// batch, and the listener keeps serving.
     #[test]
