@@ -1156,6 +1156,48 @@ mod proxy {
     /// Header values a runtime and Lambda send: visible ASCII with inner spaces and tabs.
     const VALUE: &str = "[!-~]([ -~\t]{0,80}[!-~])?";
 
+    /// A header value with UTF-8 in it (a client context's custom data can hold any text) reaches
+    /// the runtime and the request handler as it was sent.
+    #[test]
+    #[ignore = "bug: an upstream header value that is not ASCII is dropped silently: tiny_http 0.12 headers are ASCII only (Header::from_bytes fails in src/proxy/forward.rs answer()), and the request handler's variable is read with HeaderValue::to_str, which refuses it too"]
+    fn header_values_with_utf8_pass_unaltered() {
+        let sb = Sandbox::new();
+        let rt = RuntimeApi::start();
+        let port = free_port();
+        let mut ext = sb
+            .ext(&rt)
+            .env("SHELL_EXT_PROXY_PORT", &port.to_string())
+            .env(
+                "SHELL_EXT_REQUEST_HANDLER",
+                &recorder(&sb, "request.sh", ""),
+            )
+            .spawn();
+        rt.expect_requests(Endpoint::Register, 1, secs(10));
+        let mut runtime = RuntimeClient::connect(port);
+        let context = r#"{"custom":{"name":"Zoë – 東京 😀"},"env":{},"client":{}}"#;
+        rt.push(
+            Invocation::new("utf8-1", &b"{}"[..]).header("Lambda-Runtime-Client-Context", context),
+        );
+        let got = runtime.next();
+        assert_eq!(got.status, 200, "{got:?}");
+        let upstream = rt.requests(Route::Next);
+        assert_eq!(upstream.len(), 1);
+        assert_eq!(
+            got.header("Lambda-Runtime-Client-Context"),
+            Some(context),
+            "runtime: {:?}",
+            got.headers
+        );
+        let env = seen_env(&sb, "REQUEST", "utf8-1");
+        assert_eq!(
+            env_get(&env, "LAMBDA_CLIENT_CONTEXT"),
+            Some(context),
+            "request handler"
+        );
+        rt.push_shutdown("spindown", deadline_in(5000));
+        ext.expect_exit(0, secs(20));
+    }
+
     /// Arbitrary payload bytes, header values and a streamed response in arbitrary chunk sizes go
     /// through a running proxy unaltered: to the runtime (payload, headers), to the request
     /// handler (stdin, header variables), upstream (response body, streamed or not), and to the
