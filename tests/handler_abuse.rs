@@ -315,9 +315,10 @@ fn per_event_handler_ignoring_sigterm_is_killed_at_the_deadline() {
     let terms = terms(&sb);
     assert_eq!(terms.len(), 1, "SIGTERM once: {terms:?}");
     let term = terms[0];
-    // Epoch ms on both sides; 50 ms for the shell to run its trap.
+    // Epoch ms on both sides: TERM at deadline - 1000 (50 ms for rounding), and the trap ran
+    // before the KILL at deadline - 500 (150 ms for a loaded machine).
     assert!(
-        term + 1050 >= deadline && term + 500 <= deadline + 50,
+        term + 1050 >= deadline && term + 350 <= deadline,
         "SIGTERM at deadline - {} ms",
         deadline as i64 - term as i64
     );
@@ -327,7 +328,7 @@ fn per_event_handler_ignoring_sigterm_is_killed_at_the_deadline() {
         gone - deadline
     );
     assert!(
-        gone >= term + 300,
+        gone >= term + 150,
         "gone {} ms after the TERM: not the KILL",
         gone - term
     );
@@ -393,7 +394,7 @@ fn persistent_handler_ignoring_sigterm_is_killed_and_reported() {
     let terms = terms(&sb);
     assert_eq!(terms.len(), 1, "SIGTERM once: {terms:?}");
     assert!(
-        terms[0] + 1050 >= deadline && terms[0] + 500 <= deadline + 50,
+        terms[0] + 1050 >= deadline && terms[0] + 350 <= deadline,
         "SIGTERM at deadline - {} ms",
         deadline as i64 - terms[0] as i64
     );
@@ -426,7 +427,7 @@ fn sigterm_to_the_extension_with_a_handler_ignoring_it() {
     let terms = terms(&sb);
     assert_eq!(terms.len(), 1, "the TERM was forwarded once: {terms:?}");
     assert!(
-        gone >= terms[0] + 300,
+        gone >= terms[0] + 150,
         "gone {} ms after the TERM: not the KILL",
         gone - terms[0]
     );
@@ -623,7 +624,7 @@ fn per_event_sleep_3600_with_an_unread_5mb_event() {
         wait_for(secs(5), || !pids_with_arg(&token).is_empty()),
         "never started"
     );
-    let gone = wait_for(ms(deadline.saturating_sub(now_ms()) + 50), || {
+    let gone = wait_for(ms(deadline.saturating_sub(now_ms()) + 200), || {
         pids_with_arg(&token).is_empty()
     });
     let left = pids_with_arg(&token);
@@ -631,7 +632,7 @@ fn per_event_sleep_3600_with_an_unread_5mb_event() {
         cleanup_pid(*pid);
     }
     assert!(
-        gone && now_ms() <= deadline + 50,
+        gone && now_ms() <= deadline + 200,
         "still running at deadlineMs: {left:?}"
     );
     let nexts = api.expect_requests(Endpoint::Next, 2, secs(5));
@@ -691,7 +692,7 @@ fn persistent_sleep_3600_never_reading_a_5mb_line() {
     );
     let deadline = deadline_in(2000);
     api.push_raw(big_invoke("huge", deadline), Some("application/json"));
-    let gone = wait_for(ms(deadline.saturating_sub(now_ms()) + 50), || {
+    let gone = wait_for(ms(deadline.saturating_sub(now_ms()) + 200), || {
         pids_with_arg(&token).is_empty()
     });
     let left = pids_with_arg(&token);
@@ -701,7 +702,7 @@ fn persistent_sleep_3600_never_reading_a_5mb_line() {
     assert!(gone, "the sleeper still ran at deadlineMs: {left:?}");
     let nexts = api.expect_requests(Endpoint::Next, 2, secs(5));
     assert!(
-        nexts[1].wall_ms() <= deadline + 100,
+        nexts[1].wall_ms() <= deadline + 300,
         "next {} ms after deadlineMs",
         nexts[1].wall_ms() - deadline
     );
