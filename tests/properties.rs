@@ -1075,6 +1075,54 @@ mod listener {
             .unwrap();
     }
 
+    /// A `Content-Length` that is not the number of bytes sent: longer (the client then closes
+    /// its side) yields nothing; shorter yields exactly the declared prefix, and the bytes after
+    /// it are read as the next request (refused, never a batch). The listener keeps serving.
+    #[test]
+    fn a_wrong_content_length_yields_the_declared_bytes_or_nothing() {
+        let h = Harness::start();
+        let strategy = (body(), -2000i64..2000);
+        TestRunner::new(config(32))
+            .run(&strategy, |(body, skew)| {
+                let declared = (body.len() as i64 + skew).max(0) as usize;
+                let mut request =
+                    format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {declared}\r\n\r\n")
+                        .into_bytes();
+                request.extend_from_slice(&body);
+                let (status, text) = h.exchange(&request, true);
+                let got = h.take(usize::from(status == 200));
+                if declared <= body.len() {
+                    prop_assert_eq!(status, 200, "{}", text);
+                    prop_assert_eq!(
+                        got.len(),
+                        1,
+                        "declared {} of {}: {} batches",
+                        declared,
+                        body.len(),
+                        got.len()
+                    );
+                    prop_assert!(
+                        got[0] == body[..declared],
+                        "declared {} of {}: {} bytes",
+                        declared,
+                        body.len(),
+                        got[0].len()
+                    );
+                } else {
+                    prop_assert!(
+                        got.is_empty(),
+                        "declared {} of {}: {} batches",
+                        declared,
+                        body.len(),
+                        got.len()
+                    );
+                    prop_assert_ne!(status, 200, "{}", text);
+                }
+                h.still_serves()
+            })
+            .unwrap();
+    }
+
     /// A declared length over MAX_BODY_BYTES (up to u64::MAX): 413 before anything is read, no
     /// batch, and the listener keeps serving.
     #[test]
