@@ -814,3 +814,157 @@ fn proxy_request_cut_short_holds_nothing_and_does_not_spin() {
     );
     assert!(back, "fds not back to {baseline:?} (+2 pooled): {after:?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Exhaustion: more slow clients than the extension can hold
+
+/// Lowers `pid`'s soft and hard `RLIMIT_NOFILE` to `n` (Lambda's is 1 024).
+fn limit_fds(pid: i32, n: u64) {
+    let limit = libc::rlimit {
+        rlim_cur: n,
+        rlim_max: n,
+    };
+    // SAFETY: prlimit(2) reads a valid rlimit; `pid` is our own child.
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &limit, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+/// Opens `n` silent connections to `port` (the backlog takes them whether or not the extension
+/// accepts); they stay open until dropped.
+fn silent_connections(port: u16, n: usize) -> Vec<TcpStream> {
+    (0..n)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect()
+}
+
+/// Under Lambda's 1 024 descriptors, 1 100 connections that send nothing (the function's code
+/// can open them: the listener takes any local client) use up the extension's descriptors;
+/// once they have gone, a real batch must be accepted again (and the extension must still be
+/// running: `LOAD_BINARY` with the release build shows it aborting).
+#[test]
+#[ignore = "bug: out of descriptors (EMFILE under Lambda's 1 024), tiny_http's accept thread \
+            panics (try_clone().unwrap() in util/refined_tcp_stream.rs), which with \
+            panic = abort kills the release binary (SIGABRT: the extension crashes), and the \
+            debug one's listener is gone (connection refused); no small fix: it is tiny_http's \
+            accept loop"]
+fn telemetry_listener_survives_running_out_of_descriptors() {
+    let sb = Sandbox::new();
+    let api = FakeApi::start();
+    let (mut ext, port) = telemetry_extension(&sb, &api);
+    limit_fds(ext.pid as i32, 1024);
+    let agent = delivery_agent();
+    let first = batch(&[record("function", r#""before""#)]);
+    assert_eq!(deliver(&agent, port, &first).unwrap().0, 200);
+    let idle = silent_connections(port, 1100);
+    thread::sleep(secs(1));
+    drop(idle);
+    thread::sleep(secs(1));
+    let after = batch(&[record("function", r#""after""#)]);
+    let answer = deliver(&delivery_agent(), port, &after);
+    api.push_shutdown("spindown", deadline_in(5000));
+    ext.expect_exit(0, secs(20));
+    assert!(
+        matches!(answer, Ok((200, _))),
+        "a batch after the descriptors came back: {answer:?}\n{}",
+        ext.output_tail()
+    );
+    assert_eq!(records_delivered(&sb.path("batches")), ["before", "after"]);
+}
+
+/// The same for the proxy: after 1 100 silent connections under 1 024 descriptors have gone,
+/// the runtime's next invocation must come through.
+#[test]
+#[ignore = "bug: out of descriptors (EMFILE under Lambda's 1 024), tiny_http's accept thread \
+            panics (try_clone().unwrap() in util/refined_tcp_stream.rs): the release binary \
+            aborts (SIGABRT), the debug one's proxy is gone (connection refused); the \
+            function's runtime then cannot get its invocations; no small fix: it is tiny_http's \
+            accept loop"]
+fn proxy_survives_running_out_of_descriptors() {
+    let sb = Sandbox::new();
+    let rt = RuntimeApi::start();
+    let (mut ext, port) = proxy_extension(&sb, &rt);
+    limit_fds(ext.pid as i32, 1024);
+    let mut payloads = HashMap::new();
+    for id in ["before", "after"] {
+        payloads.insert(id.to_string(), format!("{{\"{id}\":1}}").into_bytes());
+        rt.push(Invocation::new(id, payloads[id].clone()));
+    }
+    let mut client = RuntimeClient::connect(port);
+    proxied_invocation(&mut client, &payloads).unwrap();
+    drop(client);
+    let idle = silent_connections(port, 1100);
+    thread::sleep(secs(1));
+    drop(idle);
+    thread::sleep(secs(1));
+    let mut client = RuntimeClient::connect(port);
+    let served = proxied_invocation(&mut client, &payloads);
+    rt.push_shutdown("spindown", deadline_in(3000));
+    ext.expect_exit(0, secs(20));
+    assert!(
+        served.is_ok(),
+        "an invocation after the descriptors came back: {served:?}\n{}",
+        ext.output_tail()
+    );
+}
+
+/// 300 requests whose body never comes (a head declaring 100 000 bytes, one sent), more than
+/// the proxy's 256 workers: each holds a worker while it waits for the body; once all 256 are
+/// held, a real runtime's invocation must still be served within 20 s.
+#[test]
+#[ignore = "bug: the proxy serves at most 256 requests at once (MAX_WORKERS) and a request \
+            whose body stalls holds its worker with no timeout, so 255 stalled requests from \
+            the function's own code block every later /next (a read timeout would also cut off \
+            a streamed response that pauses: not a small fix)"]
+fn proxy_serves_the_runtime_past_256_stalled_bodies() {
+    let sb = Sandbox::new();
+    let rt = RuntimeApi::start();
+    let (mut ext, port) = proxy_extension(&sb, &rt);
+    let mut payloads = HashMap::new();
+    payloads.insert("after".to_string(), b"{\"after\":1}".to_vec());
+    // One at a time, so that tiny_http gives each connection a thread of its own (a burst can
+    // leave some queued behind the others, unread).
+    let slow: Vec<Slowloris> = (0..300)
+        .map(|_| {
+            let one = Slowloris::open(
+                port,
+                &format!("{RUNTIME}/slow"),
+                &[(Slow::NoBody(100_000), 1)],
+            );
+            thread::sleep(ms(5));
+            one
+        })
+        .collect();
+    // Until every worker the proxy may start holds one of them.
+    let workers = || {
+        fs::read_dir(format!("/proc/{}/task", ext.pid))
+            .map(|tasks| {
+                tasks
+                    .filter(|task| {
+                        task.as_ref().is_ok_and(|task| {
+                            fs::read_to_string(task.path().join("comm"))
+                                .is_ok_and(|comm| comm.trim() == "proxy")
+                        })
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let all_busy = wait_for(secs(20), || workers() >= 256);
+    eprintln!(
+        "{} proxy workers (all busy: {all_busy}), {} stalled requests held, {:?}",
+        workers(),
+        slow.iter().map(Slowloris::still_waiting).sum::<usize>(),
+        Usage::of(ext.pid as i32)
+    );
+    rt.push(Invocation::new("after", b"{\"after\":1}".to_vec()));
+    let mut client = RuntimeClient::connect(port);
+    let served = proxied_invocation(&mut client, &payloads);
+    slow.into_iter().for_each(Slowloris::close);
+    rt.push_shutdown("spindown", deadline_in(3000));
+    ext.expect_exit(0, secs(30));
+    assert!(
+        served.is_ok(),
+        "the invocation behind 300 stalled bodies: {served:?}\n{}",
+        ext.output_tail()
+    );
+}
