@@ -10,7 +10,7 @@ mod common;
 
 use std::fs;
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -162,89 +162,8 @@ fn compact(json: &[u8]) -> Vec<u8> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// /proc helpers
-
-/// `(state, ppid, pgrp)` of a process, from `/proc/<pid>/stat`.
-fn stat(pid: i32) -> Option<(String, i32, i32)> {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = text.rsplit_once(')')?;
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.to_string();
-    let ppid = fields.next()?.parse().ok()?;
-    let pgrp = fields.next()?.parse().ok()?;
-    Some((state, ppid, pgrp))
-}
-
-/// The children of `ppid` (zombies included), with their state.
-fn children(ppid: i32) -> Vec<(i32, String)> {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(|pid| {
-            let (state, parent, _) = stat(pid)?;
-            (parent == ppid).then_some((pid, state))
-        })
-        .collect()
-}
-
-fn zombies(ppid: i32) -> Vec<i32> {
-    children(ppid)
-        .into_iter()
-        .filter(|(_, state)| state == "Z")
-        .map(|(pid, _)| pid)
-        .collect()
-}
-
-/// Whether `pid` is still a child of `ppid` (alive or a zombie not yet reaped).
-fn is_child_of(pid: i32, ppid: i32) -> bool {
-    stat(pid).is_some_and(|(_, parent, _)| parent == ppid)
-}
-
-/// What each open file descriptor of `pid` points at.
-fn fds(pid: i32) -> Vec<String> {
-    let Ok(entries) = fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return Vec::new();
-    };
-    let mut fds: Vec<String> = entries
-        .filter_map(|entry| {
-            let entry = entry.ok()?;
-            let target = fs::read_link(entry.path()).ok()?;
-            Some(format!(
-                "{} -> {}",
-                entry.file_name().to_string_lossy(),
-                target.display()
-            ))
-        })
-        .collect();
-    fds.sort();
-    fds
-}
-
-fn thread_count(pid: i32) -> usize {
-    fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |tasks| tasks.count())
-}
-
-/// The extension's pid, for hooks that run before `spawn` has returned it.
-#[derive(Clone, Default)]
-struct PidSlot(Arc<AtomicU32>);
-
-impl PidSlot {
-    fn set(&self, pid: u32) {
-        self.0.store(pid, Ordering::SeqCst);
-    }
-
-    /// Waits (up to 2 s) for `set`.
-    fn get(&self) -> i32 {
-        let mut pid = 0;
-        wait_for(secs(2), || {
-            pid = self.0.load(Ordering::SeqCst);
-            pid != 0
-        });
-        pid as i32
-    }
-}
+// /proc helpers: `stat`, `children`, `zombies`, `is_child_of`, `fds`, `thread_count` and
+// `PidSlot` are in tests/common/procfs.rs.
 
 /// The processes of this test still running (`pids_with_arg` of each token), after giving the
 /// last SIGKILLs a moment to land; kills them.
