@@ -157,6 +157,8 @@ fn persistent_daemons_do_not_outlive_the_handler() {
         api.push_invoke(&format!("d-{i}"), deadline_in(20_000));
     }
     api.expect_requests(Endpoint::Next, 4, secs(10));
+    // The last daemon may still be between fork and exec when the ack arrives.
+    wait_for(secs(5), || pids_with_arg(&token).len() >= 3);
     let running = pids_with_arg(&token);
     assert_eq!(
         running.len(),
