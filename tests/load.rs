@@ -842,11 +842,6 @@ fn silent_connections(port: u16, n: usize) -> Vec<TcpStream> {
 /// once they have gone, a real batch must be accepted again (and the extension must still be
 /// running: `LOAD_BINARY` with the release build shows it aborting).
 #[test]
-#[ignore = "bug: out of descriptors (EMFILE under Lambda's 1 024), tiny_http's accept thread \
-            panics (try_clone().unwrap() in util/refined_tcp_stream.rs), which with \
-            panic = abort kills the release binary (SIGABRT: the extension crashes), and the \
-            debug one's listener is gone (connection refused); no small fix: it is tiny_http's \
-            accept loop"]
 fn telemetry_listener_survives_running_out_of_descriptors() {
     let sb = Sandbox::new();
     let api = FakeApi::start();
