@@ -46,21 +46,6 @@ fn record_alive_at(
     seen
 }
 
-/// Polls until `pid` is gone; returns the epoch ms at which it was first seen gone, or `None`
-/// if it was still alive at `limit_ms` (epoch ms).
-fn gone_at(pid: i32, limit_ms: u64) -> Option<u64> {
-    loop {
-        let now = now_ms();
-        if !pid_alive(pid) {
-            return Some(now);
-        }
-        if now > limit_ms {
-            return None;
-        }
-        std::thread::sleep(ms(1));
-    }
-}
-
 /// Exit mode: the handler and its grandchild are killed before deadlineMs, exit/error
 /// Extension.HandlerTimeout arrives before deadlineMs, exit 1.
 #[test]

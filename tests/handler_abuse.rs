@@ -17,21 +17,6 @@ use std::time::Instant;
 
 use common::*;
 
-/// Polls until `pid` is gone; the epoch ms at which it was first seen gone, or `None` if it was
-/// still alive at `limit_ms` (epoch ms).
-fn gone_at(pid: i32, limit_ms: u64) -> Option<u64> {
-    loop {
-        let now = now_ms();
-        if !pid_alive(pid) {
-            return Some(now);
-        }
-        if now > limit_ms {
-            return None;
-        }
-        std::thread::sleep(ms(1));
-    }
-}
-
 /// Field 5 of `/proc/<pid>/stat`: the process group.
 fn pgid(pid: i32) -> Option<i32> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -302,3 +302,18 @@ pub fn cpu_time(pid: i32) -> Option<Duration> {
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     Some(Duration::from_millis(ticks * 1000 / per_second))
 }
+
+/// Polls until `pid` is gone; the epoch ms at which it was first seen gone, or `None` if it was
+/// still alive at `limit_ms` (epoch ms).
+pub fn gone_at(pid: i32, limit_ms: u64) -> Option<u64> {
+    loop {
+        let now = super::now_ms();
+        if !super::pid_alive(pid) {
+            return Some(now);
+        }
+        if now > limit_ms {
+            return None;
+        }
+        std::thread::sleep(super::ms(1));
+    }
+}
